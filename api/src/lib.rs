@@ -1,0 +1,112 @@
+//! The HTTP API.
+//!
+//! Layout: [`app`] builds the router; [`start`] wires the services a server needs and
+//! bootstraps the default tenant and the admin token; [`run`] serves until shutdown.
+//! [`routes`] holds one module per resource, [`extract`] our extractors (JSON, request
+//! metadata, admin and session authentication, read-your-writes), [`error`] the problem
+//! answers and their stable codes, [`commands`] what handlers share to run domain commands.
+//!
+//! Only this crate knows HTTP and JSON shapes.
+
+pub mod clock;
+pub mod commands;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod passwords;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::routes::{audit, auth, settings, system, users};
+pub use crate::startup::{ServerOptions, StartupError, start};
+pub use crate::state::{ApiConfig, AppState};
+
+/// Bodies larger than this are refused before they are read, and before any hashing.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/users", post(users::create_user).get(users::list_users))
+        .route(
+            "/users/{id}",
+            get(users::get_user).patch(users::update_user),
+        )
+        .route("/users/{id}/suspend", post(users::suspend_user))
+        .route("/users/{id}/reactivate", post(users::reactivate_user))
+        .route("/users/{id}/unlock", post(users::unlock_user))
+        .route("/users/{id}/password", put(users::set_password))
+        .route(
+            "/users/{id}/password-management",
+            put(users::set_password_management),
+        )
+        .route(
+            "/settings/lockout",
+            get(settings::get_lockout).put(settings::put_lockout),
+        )
+        .route("/login", post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .route("/me/password", post(auth::change_password))
+        .route("/audit", get(audit::list_audit));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route("/healthz", get(system::healthz))
+        .route("/metrics", get(system::metrics))
+        .route("/openapi.json", get(system::openapi))
+        .fallback(|| async { ApiError::RouteNotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_responses,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    state.metrics.record_status(response.status().as_u16());
+    response
+}
+
+/// Serves until `shutdown` resolves, then lets requests in flight finish for a bounded time.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = drained_tx.send(());
+    });
+    tokio::select! {
+        result = serve => result,
+        () = async {
+            let _ = drained_rx.await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+        } => {
+            tracing::warn!("requests still running 10 s after shutdown; stopping anyway");
+            Ok(())
+        }
+    }
+}

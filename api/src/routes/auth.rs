@@ -1,0 +1,306 @@
+//! Password login, sessions and the user's own password: `/api/v1/login`, `/logout`, `/me`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use keyledger_domain::DEFAULT_TENANT_ID;
+use keyledger_domain::password::normalize;
+use keyledger_domain::user::{ProposedPassword, UserCommand, UserEvent, unknown_login};
+use keyledger_domain::values::{Email, Username};
+use keyledger_store::executor::encode_event;
+use keyledger_store::{Actor, ActorKind, AppendRequest, ExpectedVersion, SideWrites, StreamId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::Written;
+use super::users::{UserBody, password_outcome};
+use crate::commands::{
+    PASSWORD_SECRET, claim, context, context_words, end_sessions_if_needed, password_secret,
+    propose_password, tenant, user_error, user_stream,
+};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestContext, UserSession};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::tokens;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Either `username` or `email`.
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// Opaque bearer token; the server keeps only its hash.
+    pub token: String,
+    pub token_type: &'static str,
+    pub user_id: Uuid,
+    /// The session ends at the latest then, or earlier after idling.
+    pub expires_at: DateTime<Utc>,
+    pub position: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// The actor of a login attempt: the claimed user when known, the system otherwise.
+fn attempt_actor(user_id: Option<Uuid>) -> Actor {
+    match user_id {
+        Some(id) => Actor {
+            kind: ActorKind::User,
+            id: Some(id.to_string()),
+        },
+        None => Actor {
+            kind: ActorKind::System,
+            id: None,
+        },
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
+    responses((status = 200, body = LoginResponse), (status = 400), (status = 401)),
+    tag = "sessions")]
+pub async fn login(
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let tenant_id = DEFAULT_TENANT_ID;
+    let (identifier, kind, normalized) = match (&body.username, &body.email) {
+        (Some(u), None) => (
+            u.trim().to_owned(),
+            "username",
+            Username::parse(u).ok().map(|u| u.normalized()),
+        ),
+        (None, Some(e)) => (
+            e.trim().to_owned(),
+            "email",
+            Email::parse(e).ok().map(|e| e.normalized()),
+        ),
+        _ => {
+            return Err(ApiError::InvalidBody(
+                "give exactly one of username and email".into(),
+            ));
+        }
+    };
+    let owner = match normalized {
+        Some(value) => {
+            state
+                .log
+                .claim_owner(&claim(tenant_id, kind, &value))
+                .await?
+        }
+        None => None,
+    };
+    let user_id = owner
+        .filter(|s| s.kind == "user")
+        .and_then(|s| Uuid::parse_str(&s.id).ok());
+    let attempt_id = Uuid::now_v7();
+    let password = normalize(&body.password);
+
+    let Some(user_id) = user_id else {
+        // Same work as for a known user: a verification against the dummy hash.
+        Metrics::inc(&state.metrics.password_verifications);
+        state
+            .passwords
+            .verify(password, None)
+            .await
+            .map_err(ApiError::internal)?;
+        let ctx = context(&state, tenant_id, &request, attempt_actor(None));
+        let event = unknown_login::failed_attempt(attempt_id, identifier, ctx.now);
+        let event = encode_event(&event, &ctx).map_err(ApiError::internal)?;
+        state
+            .log
+            .append(AppendRequest {
+                stream: StreamId::new(unknown_login::STREAM_KIND, tenant_id.to_string()),
+                expected: ExpectedVersion::Any,
+                events: vec![event],
+                claims: Vec::new(),
+                secrets: Vec::new(),
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        Metrics::inc(&state.metrics.logins_failed);
+        return Err(ApiError::LoginFailed);
+    };
+
+    let tenant = tenant(&state, tenant_id).await?;
+    let stored = state
+        .log
+        .secret(&user_stream(user_id), PASSWORD_SECRET)
+        .await?;
+    Metrics::inc(&state.metrics.password_verifications);
+    let verified = state
+        .passwords
+        .verify(password.clone(), stored)
+        .await
+        .map_err(ApiError::internal)?;
+    // An outdated hash is replaced by one with today's parameters, now that we know the
+    // password; the new hash commits with the success or not at all.
+    let rehash = if verified.matches && verified.outdated {
+        Metrics::inc(&state.metrics.password_hashes);
+        Some(
+            state
+                .passwords
+                .hash(password)
+                .await
+                .map_err(ApiError::internal)?,
+        )
+    } else {
+        None
+    };
+    let ctx = context(&state, tenant_id, &request, attempt_actor(Some(user_id)));
+    let command = UserCommand::RecordLoginAttempt {
+        attempt_id,
+        identifier,
+        password_ok: verified.matches,
+        rehash: rehash.as_ref().map(|_| state.passwords.params()),
+        lockout: tenant.lockout_policy().clone(),
+        lockout_version: tenant.lockout_policy_version(),
+        at: ctx.now,
+    };
+    let executed = state
+        .users
+        .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
+            SideWrites {
+                claims: Vec::new(),
+                secrets: password_secret(events, rehash.as_ref()),
+            }
+        })
+        .await
+        .map_err(user_error)?;
+    end_sessions_if_needed(&state, user_id, &executed.events).await?;
+    let succeeded = executed
+        .events
+        .iter()
+        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
+    if !succeeded {
+        Metrics::inc(&state.metrics.logins_failed);
+        return Err(ApiError::LoginFailed);
+    }
+    Metrics::inc(&state.metrics.logins_succeeded);
+    let token = tokens::generate();
+    let now = ctx.now;
+    state
+        .sessions
+        .create(
+            tokens::hash(&token),
+            user_id,
+            tenant_id,
+            now,
+            state.config.session_idle,
+            state.config.session_absolute,
+        )
+        .await?;
+    Ok(Json(LoginResponse {
+        token,
+        token_type: "Bearer",
+        user_id,
+        expires_at: now + state.config.session_absolute,
+        position: executed.appended.map(|a| a.last_position),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/logout",
+    responses((status = 204), (status = 401)), security(("session" = [])), tag = "sessions")]
+pub async fn logout(
+    session: UserSession,
+    State(state): State<AppState>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .sessions
+        .revoke(session.token_hash, state.clock.now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/v1/me",
+    responses((status = 200, body = UserBody), (status = 401)), security(("session" = [])),
+    tag = "sessions")]
+pub async fn me(
+    session: UserSession,
+    State(state): State<AppState>,
+) -> Result<Json<UserBody>, ApiError> {
+    let (user, _) = state
+        .users
+        .load(&session.user_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(UserBody::from_user(&user, state.clock.now())))
+}
+
+#[utoipa::path(post, path = "/api/v1/me/password", request_body = ChangePasswordRequest,
+    responses((status = 200, body = Written), (status = 400), (status = 401), (status = 403),
+        (status = 409)),
+    security(("session" = [])), tag = "sessions")]
+pub async fn change_password(
+    session: UserSession,
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<ChangePasswordRequest>,
+) -> Result<Json<Written>, ApiError> {
+    let id = session.user_id.to_string();
+    let (user, _) = state.users.load(&id).await.map_err(ApiError::internal)?;
+    let tenant = tenant(&state, session.tenant_id).await?;
+    let stored = state
+        .log
+        .secret(&user_stream(session.user_id), PASSWORD_SECRET)
+        .await?;
+    Metrics::inc(&state.metrics.password_verifications);
+    let current = state
+        .passwords
+        .verify(normalize(&body.current_password), stored)
+        .await
+        .map_err(ApiError::internal)?;
+    let words = context_words(&user);
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    // A wrong current password is refused before any hashing of the new one.
+    let proposal = if current.matches {
+        propose_password(
+            &state,
+            &tenant,
+            &body.new_password,
+            &words,
+            user.has_second_factor(),
+        )
+        .await?
+    } else {
+        crate::commands::Proposal {
+            facts: keyledger_domain::password::PasswordFacts::measure(&body.new_password, &words),
+            phc: None,
+        }
+    };
+    let ctx = context(&state, session.tenant_id, &request, session.actor());
+    let command = UserCommand::ChangePassword {
+        current_password_ok: current.matches,
+        proposal: ProposedPassword {
+            facts: proposal.facts.clone(),
+            hash: state.passwords.params(),
+        },
+        policy: tenant.password_policy().clone(),
+        at: ctx.now,
+    };
+    let phc = proposal.phc.as_ref();
+    let executed = state
+        .users
+        .execute(&id, command, &(), &ctx, |_, _, events| SideWrites {
+            claims: Vec::new(),
+            secrets: password_secret(events, phc),
+        })
+        .await
+        .map_err(user_error)?;
+    password_outcome(&executed.events)?;
+    Ok(Json(Written {
+        position: executed.appended.map(|a| a.last_position),
+    }))
+}

@@ -1,0 +1,18 @@
+//! One module per resource.
+
+pub mod audit;
+pub mod auth;
+pub mod settings;
+pub mod system;
+pub mod users;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The answer to a command that changed nothing visible but its position.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Written {
+    /// The log position written, or null when the command changed nothing. Pass it as
+    /// `X-Keyledger-Min-Position` to a later read to see this write.
+    pub position: Option<u64>,
+}

@@ -1,0 +1,115 @@
+//! Tenant settings: `/api/v1/settings/lockout`.
+
+use axum::Json;
+use axum::extract::State;
+use keyledger_domain::DEFAULT_TENANT_ID;
+use keyledger_domain::lockout::LockoutPolicy;
+use keyledger_domain::tenant::{TenantCommand, TenantError};
+use keyledger_store::{ExecuteError, SideWrites};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::commands::{append_error, context, tenant};
+use crate::error::ApiError;
+use crate::extract::{Admin, ApiJson, RequestContext};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutSettings {
+    pub enabled: bool,
+    /// Consecutive failed logins that lock the account (1 to 100).
+    pub max_failures: u32,
+    /// Failures older than this many seconds do not count.
+    pub window_seconds: u64,
+    /// How long a lock lasts; null: until an admin unlocks.
+    pub lock_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LockoutSettingsBody {
+    #[serde(flatten)]
+    pub settings: LockoutSettings,
+    /// Increments with every change; lock events name the version that decided them.
+    pub version: u64,
+    pub position: Option<u64>,
+}
+
+fn body(policy: &LockoutPolicy, version: u64, position: Option<u64>) -> LockoutSettingsBody {
+    LockoutSettingsBody {
+        settings: LockoutSettings {
+            enabled: policy.enabled,
+            max_failures: policy.max_failures,
+            window_seconds: policy.window_seconds,
+            lock_seconds: policy.lock_seconds,
+        },
+        version,
+        position,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/settings/lockout",
+    responses((status = 200, body = LockoutSettingsBody)), security(("admin" = [])),
+    tag = "settings")]
+pub async fn get_lockout(
+    _admin: Admin,
+    State(state): State<AppState>,
+) -> Result<Json<LockoutSettingsBody>, ApiError> {
+    let tenant = tenant(&state, DEFAULT_TENANT_ID).await?;
+    Ok(Json(body(
+        tenant.lockout_policy(),
+        tenant.lockout_policy_version(),
+        None,
+    )))
+}
+
+#[utoipa::path(put, path = "/api/v1/settings/lockout", request_body = LockoutSettings,
+    responses((status = 200, body = LockoutSettingsBody), (status = 400)),
+    security(("admin" = [])), tag = "settings")]
+pub async fn put_lockout(
+    admin: Admin,
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiJson(settings): ApiJson<LockoutSettings>,
+) -> Result<Json<LockoutSettingsBody>, ApiError> {
+    let policy = LockoutPolicy {
+        enabled: settings.enabled,
+        max_failures: settings.max_failures,
+        window_seconds: settings.window_seconds,
+        lock_seconds: settings.lock_seconds,
+    };
+    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
+    let executed = state
+        .tenants
+        .execute(
+            &DEFAULT_TENANT_ID.to_string(),
+            TenantCommand::ChangeLockoutPolicy {
+                policy,
+                at: ctx.now,
+            },
+            &(),
+            &ctx,
+            |_, _, _| SideWrites::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            ExecuteError::Domain(TenantError::NotFound) => ApiError::NotFound("tenant"),
+            ExecuteError::Domain(TenantError::InvalidLockoutPolicy(why)) => {
+                ApiError::InvalidSettings {
+                    code: "invalid_lockout_policy",
+                    detail: why.to_string(),
+                }
+            }
+            ExecuteError::Domain(other) => ApiError::InvalidSettings {
+                code: other.code(),
+                detail: other.to_string(),
+            },
+            other => append_error(other),
+        })?;
+    let tenant = executed.aggregate;
+    Ok(Json(body(
+        tenant.lockout_policy(),
+        tenant.lockout_policy_version(),
+        executed.appended.map(|a| a.last_position),
+    )))
+}

@@ -1,0 +1,66 @@
+//! What every handler shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyledger_domain::tenant::Tenant;
+use keyledger_domain::user::User;
+use keyledger_projections::ViewProgress;
+use keyledger_store::sessions::SessionStore;
+use keyledger_store::{CommandExecutor, Database, EventLog};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::passwords::PasswordHasher;
+use crate::tokens::AdminToken;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// A session ends after this long without a request (NIST AAL2: at most 1 h).
+    pub session_idle: chrono::Duration,
+    /// A session ends this long after login whatever happens (NIST AAL2: at most 24 h).
+    pub session_absolute: chrono::Duration,
+    /// How long a read waits for the views to reach a requested position.
+    pub read_wait: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: chrono::Duration::minutes(30),
+            session_absolute: chrono::Duration::hours(12),
+            read_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Services {
+    pub log: EventLog,
+    pub users: CommandExecutor<User>,
+    pub tenants: CommandExecutor<Tenant>,
+    pub sessions: SessionStore,
+    pub passwords: PasswordHasher,
+    pub progress: ViewProgress,
+    pub admin_token: AdminToken,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Metrics,
+    pub config: ApiConfig,
+}
+
+impl Services {
+    pub fn db(&self) -> &Database {
+        self.log.database()
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<Services>);
+
+impl Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}

@@ -1,0 +1,55 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::lockout::LockoutPolicy;
+use crate::password::PasswordPolicy;
+
+/// Everything that happens to a tenant. Type names are stable: never rename one once shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum TenantEvent {
+    #[serde(rename = "tenant.created")]
+    Created(TenantCreated),
+    #[serde(rename = "tenant.lockout_policy.changed")]
+    LockoutPolicyChanged(LockoutPolicyChanged),
+    #[serde(rename = "tenant.password_policy.changed")]
+    PasswordPolicyChanged(PasswordPolicyChanged),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantCreated {
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockoutPolicyChanged {
+    pub policy: LockoutPolicy,
+    /// Starts at 1 with the first change; lock events name the version that decided them.
+    pub version: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordPolicyChanged {
+    pub policy: PasswordPolicy,
+    pub at: DateTime<Utc>,
+}
+
+impl cqrs_es::DomainEvent for TenantEvent {
+    /// The serde type name; stored with each event and never changed once shipped.
+    fn event_type(&self) -> String {
+        match self {
+            Self::Created(_) => "tenant.created",
+            Self::LockoutPolicyChanged(_) => "tenant.lockout_policy.changed",
+            Self::PasswordPolicyChanged(_) => "tenant.password_policy.changed",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        crate::EVENT_SCHEMA_VERSION.to_owned()
+    }
+}

@@ -1,0 +1,73 @@
+//! One row per projection: the position of the last event folded into it.
+
+use sqlx::{AnyConnection, Row};
+
+use crate::error::ProjectionError;
+
+pub async fn migrate(conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS projection_checkpoints (\
+            name TEXT PRIMARY KEY, position BIGINT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn ensure(conn: &mut AnyConnection, name: &str) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (name, position) VALUES ($1, 0) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn read(conn: &mut AnyConnection, name: &str) -> Result<u64, ProjectionError> {
+    let row = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(row) => to_u64(row.try_get::<i64, _>(0)?),
+        None => 0,
+    })
+}
+
+/// Moves the checkpoint from `from` to `to`. Returns false when another runner (another node,
+/// or a rebuild) moved it first: the caller must roll back and read it again. This is what
+/// keeps two nodes from folding the same event twice.
+pub async fn advance(
+    conn: &mut AnyConnection,
+    name: &str,
+    from: u64,
+    to: u64,
+) -> Result<bool, ProjectionError> {
+    let done = sqlx::query(
+        "UPDATE projection_checkpoints SET position = $1 WHERE name = $2 AND position = $3",
+    )
+    .bind(to_i64(to))
+    .bind(name)
+    .bind(to_i64(from))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn reset(conn: &mut AnyConnection, name: &str) -> Result<(), ProjectionError> {
+    sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE name = $1")
+        .bind(name)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}

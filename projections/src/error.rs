@@ -1,0 +1,13 @@
+use keyledger_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("event at position {position} cannot be folded: {reason}")]
+    Malformed { position: u64, reason: String },
+    #[error("unknown projection {0:?}")]
+    UnknownProjection(String),
+}

@@ -1,0 +1,25 @@
+//! Views folded from the global log.
+//!
+//! Each view is a set of real, indexed tables plus a checkpoint row. The [`runner`] reads the
+//! log after the checkpoint and applies a batch of events and the new checkpoint in one
+//! transaction, so a crash never loses or doubles a view update. Views are replayable: they
+//! can be dropped and rebuilt from position zero ([`rebuild`]) and reach the same rows.
+//!
+//! Layout: [`views`] holds one module per view (its tables, how it folds an event, and the
+//! queries the API serves from it); [`checkpoint`] the checkpoint table; [`runner`] the loop
+//! that follows the log; [`progress`] lets a reader wait until the views reach a position.
+
+pub mod checkpoint;
+pub mod error;
+pub mod progress;
+pub mod rebuild;
+pub mod runner;
+pub mod views;
+
+pub use error::ProjectionError;
+pub use progress::ViewProgress;
+pub use runner::{Projection, spawn_all};
+pub use views::{AuditView, UsersView};
+
+/// Names of every projection, in the order they are migrated and rebuilt.
+pub const PROJECTIONS: &[&str] = &[views::users::NAME, views::audit::NAME];

@@ -1,0 +1,204 @@
+//! The audit view: one row per event, with who did it, from where, and the outcome. It copies
+//! reason codes, never payloads, so no secret can reach it.
+
+use chrono::{DateTime, Utc};
+use keyledger_store::{Database, EventMetadata, RecordedEvent};
+use sqlx::{AnyConnection, Row, any::AnyRow};
+use uuid::Uuid;
+
+use super::{from_micros, micros};
+use crate::checkpoint::{to_i64, to_u64};
+use crate::error::ProjectionError;
+use crate::runner::Projection;
+
+pub const NAME: &str = "audit";
+
+pub struct AuditView;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    pub position: u64,
+    pub recorded_at: DateTime<Utc>,
+    pub tenant_id: Uuid,
+    pub event_type: String,
+    pub stream_kind: String,
+    pub stream_id: String,
+    pub user_id: Option<Uuid>,
+    pub actor_kind: String,
+    pub actor_id: Option<String>,
+    pub request_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `success` or `failure` for login attempts and password changes.
+    pub outcome: Option<String>,
+    pub reason: Option<String>,
+    /// The username or email typed at a login attempt.
+    pub identifier: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub user_id: Option<Uuid>,
+    /// An exact type, or a prefix ending in `.` or `.*` (`user.login.*`).
+    pub event_type: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// Cursor: rows after this position.
+    pub after: u64,
+    pub limit: u32,
+}
+
+impl AuditView {
+    pub async fn list(
+        db: &Database,
+        tenant_id: Uuid,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, ProjectionError> {
+        let (exact, prefix) = match filter.event_type.as_deref() {
+            Some(t) if t.ends_with(".*") => (None, Some(format!("{}%", &t[..t.len() - 1]))),
+            Some(t) if t.ends_with('.') => (None, Some(format!("{t}%"))),
+            Some(t) => (Some(t.to_owned()), None),
+            None => (None, None),
+        };
+        let rows = sqlx::query(
+            "SELECT position, recorded_at, tenant_id, event_type, stream_kind, stream_id, user_id, \
+             actor_kind, actor_id, request_ip, user_agent, correlation_id, outcome, reason, identifier \
+             FROM audit_view WHERE tenant_id = $1 AND position > $2 \
+             AND ($3 IS NULL OR user_id = $3) \
+             AND ($4 IS NULL OR event_type = $4) \
+             AND ($5 IS NULL OR event_type LIKE $5) \
+             AND ($6 IS NULL OR recorded_at >= $6) \
+             AND ($7 IS NULL OR recorded_at < $7) \
+             ORDER BY position LIMIT $8",
+        )
+        .bind(tenant_id.to_string())
+        .bind(to_i64(filter.after))
+        .bind(filter.user_id.map(|u| u.to_string()))
+        .bind(exact)
+        .bind(prefix)
+        .bind(filter.from.map(micros))
+        .bind(filter.to.map(micros))
+        .bind(i64::from(filter.limit))
+        .fetch_all(db.pool())
+        .await?;
+        rows.iter().map(read_row).collect()
+    }
+}
+
+fn read_row(row: &AnyRow) -> Result<AuditRow, ProjectionError> {
+    let parse = |text: String| {
+        Uuid::parse_str(&text).map_err(|e| ProjectionError::Malformed {
+            position: 0,
+            reason: e.to_string(),
+        })
+    };
+    Ok(AuditRow {
+        position: to_u64(row.try_get("position")?),
+        recorded_at: from_micros(row.try_get("recorded_at")?),
+        tenant_id: parse(row.try_get("tenant_id")?)?,
+        event_type: row.try_get("event_type")?,
+        stream_kind: row.try_get("stream_kind")?,
+        stream_id: row.try_get("stream_id")?,
+        user_id: row
+            .try_get::<Option<String>, _>("user_id")?
+            .map(parse)
+            .transpose()?,
+        actor_kind: row.try_get("actor_kind")?,
+        actor_id: row.try_get("actor_id")?,
+        request_ip: row.try_get("request_ip")?,
+        user_agent: row.try_get("user_agent")?,
+        correlation_id: row.try_get("correlation_id")?,
+        outcome: row.try_get("outcome")?,
+        reason: row.try_get("reason")?,
+        identifier: row.try_get("identifier")?,
+    })
+}
+
+/// Outcome, reason and typed identifier of the events that have them.
+fn outcome_of(event: &RecordedEvent) -> (Option<&'static str>, Option<String>, Option<String>) {
+    let payload: serde_json::Value = serde_json::from_str(&event.payload).unwrap_or_default();
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    match event.event_type.as_str() {
+        "user.login.succeeded" => (Some("success"), None, None),
+        "user.login.failed" => (
+            Some("failure"),
+            text(&payload["reason"]),
+            text(&payload["identifier"]),
+        ),
+        "user.password.rejected" => (Some("failure"), text(&payload["reason"]["code"]), None),
+        "user.password.set" | "user.password.changed" => (Some("success"), None, None),
+        "user.locked" => (None, text(&payload["reason"]), None),
+        "user.unlocked" => (None, text(&payload["by"]), None),
+        _ => (None, None, None),
+    }
+}
+
+impl Projection for AuditView {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        for ddl in [
+            "CREATE TABLE IF NOT EXISTS audit_view (\
+                position BIGINT PRIMARY KEY, recorded_at BIGINT NOT NULL, tenant_id TEXT NOT NULL, \
+                event_type TEXT NOT NULL, stream_kind TEXT NOT NULL, stream_id TEXT NOT NULL, \
+                user_id TEXT, actor_kind TEXT NOT NULL, actor_id TEXT, request_ip TEXT, \
+                user_agent TEXT, correlation_id TEXT, outcome TEXT, reason TEXT, identifier TEXT)",
+            "CREATE INDEX IF NOT EXISTS audit_view_user ON audit_view (tenant_id, user_id, position)",
+            "CREATE INDEX IF NOT EXISTS audit_view_type ON audit_view (tenant_id, event_type, position)",
+            "CREATE INDEX IF NOT EXISTS audit_view_time ON audit_view (tenant_id, recorded_at)",
+        ] {
+            sqlx::query(ddl).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn clear(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM audit_view")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
+        let metadata: EventMetadata = event.metadata().map_err(|e| ProjectionError::Malformed {
+            position: event.position,
+            reason: e.to_string(),
+        })?;
+        let actor_kind = serde_json::to_value(&metadata.actor.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let user_id = (event.stream.kind == "user").then(|| event.stream.id.clone());
+        let (outcome, reason, identifier) = outcome_of(event);
+        sqlx::query(
+            "INSERT INTO audit_view (position, recorded_at, tenant_id, event_type, stream_kind, \
+             stream_id, user_id, actor_kind, actor_id, request_ip, user_agent, correlation_id, \
+             outcome, reason, identifier) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+        )
+        .bind(to_i64(event.position))
+        .bind(micros(event.recorded_at))
+        .bind(event.tenant_id.to_string())
+        .bind(event.event_type.clone())
+        .bind(event.stream.kind.clone())
+        .bind(event.stream.id.clone())
+        .bind(user_id)
+        .bind(actor_kind)
+        .bind(metadata.actor.id)
+        .bind(metadata.request_ip)
+        .bind(metadata.user_agent)
+        .bind(metadata.correlation_id)
+        .bind(outcome)
+        .bind(reason)
+        .bind(identifier)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,36 @@
+//! One module per view.
+
+pub mod audit;
+pub mod users;
+
+pub use audit::AuditView;
+pub use users::UsersView;
+
+use chrono::{DateTime, TimeZone, Utc};
+use keyledger_store::RecordedEvent;
+use serde::de::DeserializeOwned;
+
+use crate::error::ProjectionError;
+
+/// Domain events are stored as type + data; this puts them back together.
+pub(crate) fn decode<E: DeserializeOwned>(event: &RecordedEvent) -> Result<E, ProjectionError> {
+    let data: serde_json::Value =
+        serde_json::from_str(&event.payload).map_err(|e| malformed(event, e))?;
+    serde_json::from_value(serde_json::json!({ "type": event.event_type, "data": data }))
+        .map_err(|e| malformed(event, e))
+}
+
+fn malformed(event: &RecordedEvent, e: serde_json::Error) -> ProjectionError {
+    ProjectionError::Malformed {
+        position: event.position,
+        reason: e.to_string(),
+    }
+}
+
+pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub(crate) fn from_micros(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_micros(v).single().unwrap_or_default()
+}

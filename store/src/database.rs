@@ -1,0 +1,200 @@
+//! The connection to SQLite or PostgreSQL.
+//!
+//! Both backends go through `sqlx::AnyPool`, so one set of SQL (with `$1, $2, ..`
+//! placeholders, first used in ascending order) serves both; only the DDL differs
+//! (`schema`).
+
+mod schema;
+
+use std::sync::Arc;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor};
+
+use crate::error::StoreError;
+
+/// Which database a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A connection pool and the backend behind it. Cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    url: Arc<str>,
+}
+
+/// The url may carry a password, so it is left out.
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Enough connections for the writer, the followers and the request handlers of one node;
+/// a PostgreSQL server shared by several nodes must still have room for all of them.
+const MAX_CONNECTIONS: u32 = 10;
+
+impl Database {
+    /// Connects to `sqlite://path/to/file.db` (the directory and file are created if missing)
+    /// or `postgres://..` / `postgresql://..`.
+    pub async fn connect(url: &str) -> Result<Database, StoreError> {
+        sqlx::any::install_default_drivers();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            Self::connect_sqlite(url, rest).await
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .connect(url)
+                .await?;
+            Ok(Database {
+                pool,
+                backend: Backend::Postgres,
+                url: url.into(),
+            })
+        } else {
+            // Only the scheme: the rest of a url may hold a password, and errors get logged.
+            let scheme = url.split(':').next().unwrap_or_default();
+            Err(StoreError::UnsupportedUrl(format!("{scheme}:")))
+        }
+    }
+
+    async fn connect_sqlite(url: &str, rest: &str) -> Result<Database, StoreError> {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let (path, params) = match rest.split_once('?') {
+            Some((path, params)) => (path, Some(params)),
+            None => (rest, None),
+        };
+        if let Some(parent) = std::path::Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            // A one-off at startup; not worth a blocking-pool hop.
+            std::fs::create_dir_all(parent).map_err(|e| StoreError::Database(e.into()))?;
+        }
+        // sqlx opens an existing file unless told to create it.
+        let has_mode = params.is_some_and(|p| p.split('&').any(|kv| kv.starts_with("mode=")));
+        let url = match (has_mode, params) {
+            (true, _) => url.to_owned(),
+            (false, Some(_)) => format!("{url}&mode=rwc"),
+            (false, None) => format!("{url}?mode=rwc"),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .after_connect(|conn, _meta| Box::pin(configure_sqlite(conn)))
+            .connect(&url)
+            .await?;
+        Ok(Database {
+            pool,
+            backend: Backend::Sqlite,
+            url: url.into(),
+        })
+    }
+
+    /// Creates every table of this crate if missing. Idempotent, and safe to run from several
+    /// processes at once.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        schema::migrate(self).await
+    }
+
+    /// Other crates keep their own tables (views) in the same database through this pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The url connected to (for SQLite, with `mode=rwc` added when it had no mode). It may
+    /// hold a password: do not log it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+/// Run on every new SQLite connection: the settings are per connection, not per file.
+async fn configure_sqlite(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    // First, so that switching the journal mode waits for other connections instead of
+    // failing at once.
+    conn.execute("PRAGMA busy_timeout = 10000").await?;
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode = WAL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Still durable with FULL below, only slower and with readers blocking the writer.
+        tracing::warn!(journal_mode = %mode, "SQLite refused WAL mode");
+    }
+    // Never NORMAL: in WAL mode a commit acknowledged under NORMAL can be lost on power
+    // failure, and an acknowledged append must survive it.
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_refused_without_echoing_the_url() {
+        let err = Database::connect("mysql://root:hunter2@localhost/db")
+            .await
+            .err();
+        match err {
+            Some(StoreError::UnsupportedUrl(shown)) => assert_eq!(shown, "mysql:"),
+            other => panic!("expected UnsupportedUrl, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_file_and_its_directory_are_created_with_durable_settings() {
+        let url = crate::testing::fresh_sqlite_url();
+        let db = Database::connect(&url).await.unwrap();
+        assert_eq!(db.backend(), Backend::Sqlite);
+        let path = url.trim_start_matches("sqlite://");
+        assert!(std::path::Path::new(path).is_file());
+        let mut conn = db.pool().acquire().await.unwrap();
+        let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 is FULL.
+        let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(sync, 2);
+        let (fk,): (i64,) = sqlx::query_as("PRAGMA foreign_keys")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(fk, 1);
+        let (busy,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(busy, 10_000);
+    }
+
+    #[tokio::test]
+    async fn migrating_twice_is_harmless() {
+        let db = Database::connect(&crate::testing::fresh_sqlite_url())
+            .await
+            .unwrap();
+        db.migrate().await.unwrap();
+        db.migrate().await.unwrap();
+        let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM log_writer")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+    }
+}

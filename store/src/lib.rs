@@ -1,0 +1,27 @@
+//! The event log and the state kept beside it.
+//!
+//! Layout: [`model`] holds the shapes that cross the boundary; [`log`] the append path
+//! (group commit, hash chain, optimistic concurrency, idempotency, uniqueness claims) and the
+//! readers; [`chain`] the canonical bytes and hash of an event; [`database`] the connection to
+//! SQLite or PostgreSQL and the schema; [`sessions`] the short-lived login sessions;
+//! [`executor`] runs a cqrs-es aggregate's command against the log; [`testing`] gives tests a
+//! fresh database of either backend.
+//!
+//! Only this crate knows the log's SQL.
+
+pub mod chain;
+mod codec;
+pub mod database;
+pub mod error;
+pub mod executor;
+pub mod log;
+pub mod model;
+pub mod sessions;
+pub mod testing;
+
+pub use database::{Backend, Database};
+pub use error::{AppendError, StoreError};
+pub use executor::{CommandContext, CommandExecutor, ExecuteError, Executed, SideWrites};
+pub use log::EventLog;
+pub use model::*;
+pub use sessions::{Session, SessionStore};

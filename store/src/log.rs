@@ -1,0 +1,146 @@
+//! The event log: one global, gap-free sequence of hash-chained events.
+//!
+//! Layout: `plan` decides a batch of appends in memory (versions, idempotency, claims,
+//! positions, hashes); `writer` is the group-commit task that reads what a batch needs under
+//! the append lock, plans and commits it; `sql` holds the queries; `listen` hears about
+//! appends by other nodes on PostgreSQL.
+//!
+//! **Invariant:** a position becomes visible only after every smaller position is visible.
+//! Every append transaction takes the same lock as its first statement and holds it until
+//! commit, so commits happen in position order on every node, and a follower that has read up
+//! to position P can never later find an event below P (see
+//! `docs/adr/0001-gap-free-global-position.md`).
+
+mod listen;
+mod plan;
+mod sql;
+mod writer;
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::AbortHandle;
+
+use crate::database::{Backend, Database};
+use crate::error::{AppendError, StoreError};
+use crate::model::{AppendRequest, Appended, ChainHead, ClaimKey, RecordedEvent, StreamId};
+use plan::PreparedRequest;
+use writer::Job;
+
+/// The PostgreSQL channel on which a node announces the last position it committed.
+const NOTIFY_CHANNEL: &str = "keyledger_log";
+
+/// Appends waiting for the writer before `append` itself waits (backpressure).
+const QUEUE: usize = 1024;
+
+/// A handle to the log. Cheap to clone; the writer stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    jobs: mpsc::Sender<Job>,
+    head: Arc<watch::Sender<u64>>,
+    listener: Option<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+    }
+}
+
+impl EventLog {
+    /// Migrates the schema and starts the writer (and, on PostgreSQL, the listener for other
+    /// nodes' appends). Must be called inside a Tokio runtime.
+    pub async fn open(db: Database) -> Result<EventLog, StoreError> {
+        db.migrate().await?;
+        let listener = match db.backend() {
+            Backend::Postgres => Some(listen::listen(&db).await?),
+            Backend::Sqlite => None,
+        };
+        let start = sql::head(db.pool()).await?.map_or(0, |h| h.position);
+        let head = Arc::new(watch::Sender::new(start));
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        tokio::spawn(writer::run(db.clone(), queue, Arc::clone(&head)));
+        let listener = listener.map(|listener| {
+            tokio::spawn(listen::follow(db.clone(), listener, Arc::clone(&head))).abort_handle()
+        });
+        Ok(EventLog {
+            inner: Arc::new(Inner {
+                db,
+                jobs,
+                head,
+                listener,
+            }),
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    /// Appends atomically: all of the request's events, claims and secrets, or none.
+    ///
+    /// Requests from concurrent callers are committed together (group commit), each decided on
+    /// its own. If this future is dropped after the request was queued, the append may still
+    /// commit; retrying with the same event ids is safe (idempotent).
+    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let request = PreparedRequest::prepare(request)?;
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        outcome.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// The stream's events in stream order.
+    pub async fn read_stream(&self, stream: &StreamId) -> Result<Vec<RecordedEvent>, StoreError> {
+        sql::read_stream(self.inner.db.pool(), stream).await
+    }
+
+    /// Up to `limit` events with a position above `after`, in position order.
+    pub async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
+        sql::read_all(self.inner.db.pool(), after, limit).await
+    }
+
+    /// The newest event's position and hash; `None` for an empty log.
+    pub async fn head(&self) -> Result<Option<ChainHead>, StoreError> {
+        sql::head(self.inner.db.pool()).await
+    }
+
+    /// The highest position known to be committed, updated by this node's appends and (on
+    /// PostgreSQL) by other nodes' notifications. Followers wait on it instead of polling.
+    /// On SQLite, appends by another process on the same file are not announced.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.head.subscribe()
+    }
+
+    /// The stream holding a uniqueness claim, if any.
+    pub async fn claim_owner(&self, key: &ClaimKey) -> Result<Option<StreamId>, StoreError> {
+        sql::claim_owner(self.inner.db.pool(), key).await
+    }
+
+    /// A secret kept beside the log for `owner`.
+    pub async fn secret(&self, owner: &StreamId, kind: &str) -> Result<Option<String>, StoreError> {
+        sql::secret(self.inner.db.pool(), owner, kind).await
+    }
+}
+
+/// Raises the known head; never lowers it (a stale notification may arrive late).
+fn advance(head: &watch::Sender<u64>, position: u64) {
+    head.send_if_modified(|known| {
+        if position > *known {
+            *known = position;
+            true
+        } else {
+            false
+        }
+    });
+}

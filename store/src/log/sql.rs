@@ -1,0 +1,447 @@
+//! The log's queries. Statements whose size depends on the batch are chunked, to stay far
+//! below the backends' limits (SQLite: 32,766 parameters, 500 compound selects, expression
+//! depth 1,000; PostgreSQL: 65,535 parameters), and are not kept as prepared statements,
+//! since each chunk size is a different statement.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
+use uuid::Uuid;
+
+use super::plan::{SecretState, StoredEvent};
+use crate::codec::{get_hash, get_time, get_u32, get_u64, get_uuid, micros, to_i64};
+use crate::error::StoreError;
+use crate::model::{ChainHead, ClaimKey, RecordedEvent, StreamId};
+
+const EVENT_COLUMNS: &str = "position, event_id, tenant_id, stream_kind, stream_id, \
+    stream_version, event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash";
+const EVENT_COLUMN_COUNT: usize = 13;
+
+/// 13 columns × 250 rows = 3,250 parameters.
+const INSERT_CHUNK: usize = 250;
+/// Each stream is one scalar subquery of a UNION ALL.
+const STREAM_CHUNK: usize = 100;
+const ID_CHUNK: usize = 500;
+/// Each key is one `(.. AND ..)` term of an OR.
+const KEY_CHUNK: usize = 100;
+
+/// `($1, $2), ($3, $4)`: `rows` tuples of `columns` placeholders, numbered from 1.
+fn tuples(rows: usize, columns: usize) -> String {
+    let mut sql = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(sql, "${}", row * columns + column + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// `(a = $1 AND b = $2) OR (a = $3 AND b = $4)`: matches any of `rows` keys.
+fn any_key(columns: &[&str], rows: usize) -> String {
+    let mut sql = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(" OR ");
+        }
+        sql.push('(');
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" AND ");
+            }
+            let _ = write!(sql, "{column} = ${}", row * columns.len() + i + 1);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+pub(super) fn decode_event(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        position: get_u64(row, "position")?,
+        event_id: get_uuid(row, "event_id")?,
+        tenant_id: get_uuid(row, "tenant_id")?,
+        stream: StreamId {
+            kind: row.try_get("stream_kind")?,
+            id: row.try_get("stream_id")?,
+        },
+        stream_version: get_u64(row, "stream_version")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: get_u32(row, "schema_version")?,
+        recorded_at: get_time(row, "recorded_at")?,
+        payload: row.try_get("payload")?,
+        metadata: row.try_get("metadata")?,
+        prev_hash: get_hash(row, "prev_hash")?,
+        hash: get_hash(row, "hash")?,
+    })
+}
+
+pub(super) async fn read_stream(
+    pool: &AnyPool,
+    stream: &StreamId,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_kind = $1 AND stream_id = $2 \
+         ORDER BY stream_version"
+    );
+    sqlx::query(&sql)
+        .bind(&stream.kind)
+        .bind(&stream.id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect()
+}
+
+pub(super) async fn read_all(
+    pool: &AnyPool,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+    );
+    sqlx::query(&sql)
+        .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect()
+}
+
+/// Generic over the executor: the writer reads the head inside its transaction, readers
+/// through the pool.
+pub(super) async fn head<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+) -> Result<Option<ChainHead>, StoreError> {
+    let row = sqlx::query("SELECT position, hash FROM events ORDER BY position DESC LIMIT 1")
+        .fetch_optional(executor)
+        .await?;
+    row.map(|row| {
+        Ok(ChainHead {
+            position: get_u64(&row, "position")?,
+            hash: get_hash(&row, "hash")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn claim_owner(
+    pool: &AnyPool,
+    key: &ClaimKey,
+) -> Result<Option<StreamId>, StoreError> {
+    let row = sqlx::query(
+        "SELECT owner_kind, owner_id FROM claims WHERE scope = $1 AND kind = $2 AND value = $3",
+    )
+    .bind(&key.scope)
+    .bind(&key.kind)
+    .bind(&key.value)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(StreamId {
+            kind: row.try_get("owner_kind")?,
+            id: row.try_get("owner_id")?,
+        })
+    })
+    .transpose()
+}
+
+pub(super) async fn secret(
+    pool: &AnyPool,
+    owner: &StreamId,
+    kind: &str,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(
+        "SELECT value FROM secrets WHERE owner_kind = $1 AND owner_id = $2 AND kind = $3",
+    )
+    .bind(&owner.kind)
+    .bind(&owner.id)
+    .bind(kind)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| row.try_get("value")).transpose()?)
+}
+
+/// The first statement of every append transaction. On PostgreSQL the row lock it takes is
+/// held until commit, so appenders on every node take turns and positions become visible in
+/// order; on SQLite it makes sure the transaction holds the write lock before it reads.
+pub(super) async fn take_append_lock(conn: &mut AnyConnection) -> Result<(), StoreError> {
+    let updated = sqlx::query("UPDATE log_writer SET batches = batches + 1 WHERE id = 1")
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if updated != 1 {
+        return Err(StoreError::Corrupt("the log_writer row is missing".into()));
+    }
+    Ok(())
+}
+
+/// The current version of each stream that has events.
+pub(super) async fn stream_versions(
+    conn: &mut AnyConnection,
+    streams: &[StreamId],
+) -> Result<HashMap<StreamId, u64>, StoreError> {
+    let mut versions = HashMap::new();
+    for chunk in streams.chunks(STREAM_CHUNK) {
+        // One scalar MAX per stream walks the unique index backwards: O(log n) per stream,
+        // however long the stream.
+        let mut sql = String::new();
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(" UNION ALL ");
+            }
+            let _ = write!(
+                sql,
+                "SELECT {i} AS i, (SELECT MAX(stream_version) FROM events \
+                 WHERE stream_kind = ${} AND stream_id = ${}) AS v",
+                2 * i + 1,
+                2 * i + 2
+            );
+        }
+        let mut query = sqlx::query(&sql).persistent(false);
+        for stream in chunk {
+            query = query.bind(&stream.kind).bind(&stream.id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let i: i64 = row.try_get("i")?;
+            let version: Option<i64> = row.try_get("v")?;
+            let stream = usize::try_from(i)
+                .ok()
+                .and_then(|i| chunk.get(i))
+                .ok_or_else(|| StoreError::Corrupt(format!("unexpected stream index {i}")))?;
+            if let Some(version) = version {
+                let version = u64::try_from(version).map_err(|_| {
+                    StoreError::Corrupt(format!("stream {stream} has version {version}"))
+                })?;
+                versions.insert(stream.clone(), version);
+            }
+        }
+    }
+    Ok(versions)
+}
+
+/// Stored events carrying any of `ids`.
+pub(super) async fn stored_events(
+    conn: &mut AnyConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StoredEvent>, StoreError> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(ID_CHUNK) {
+        let placeholders = (1..=chunk.len())
+            .map(|n| format!("${n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT event_id, stream_kind, stream_id, event_type, payload, position, \
+             stream_version FROM events WHERE event_id IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.insert(
+                get_uuid(&row, "event_id")?,
+                StoredEvent {
+                    stream: StreamId {
+                        kind: row.try_get("stream_kind")?,
+                        id: row.try_get("stream_id")?,
+                    },
+                    event_type: row.try_get("event_type")?,
+                    payload: row.try_get("payload")?,
+                    position: get_u64(&row, "position")?,
+                    stream_version: get_u64(&row, "stream_version")?,
+                },
+            );
+        }
+    }
+    Ok(found)
+}
+
+const CLAIM_KEY: &[&str] = &["scope", "kind", "value"];
+
+/// The holders of those of `keys` that are held.
+pub(super) async fn claims(
+    conn: &mut AnyConnection,
+    keys: &[ClaimKey],
+) -> Result<HashMap<ClaimKey, StreamId>, StoreError> {
+    let mut held = HashMap::new();
+    for chunk in keys.chunks(KEY_CHUNK) {
+        let sql = format!(
+            "SELECT scope, kind, value, owner_kind, owner_id FROM claims WHERE {}",
+            any_key(CLAIM_KEY, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for key in chunk {
+            query = query.bind(&key.scope).bind(&key.kind).bind(&key.value);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            held.insert(
+                ClaimKey {
+                    scope: row.try_get("scope")?,
+                    kind: row.try_get("kind")?,
+                    value: row.try_get("value")?,
+                },
+                StreamId {
+                    kind: row.try_get("owner_kind")?,
+                    id: row.try_get("owner_id")?,
+                },
+            );
+        }
+    }
+    Ok(held)
+}
+
+pub(super) async fn insert_events(
+    conn: &mut AnyConnection,
+    events: &[RecordedEvent],
+) -> Result<(), StoreError> {
+    for chunk in events.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
+            tuples(chunk.len(), EVENT_COLUMN_COUNT)
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for e in chunk {
+            query = query
+                .bind(to_i64(e.position)?)
+                .bind(e.event_id.to_string())
+                .bind(e.tenant_id.to_string())
+                .bind(&e.stream.kind)
+                .bind(&e.stream.id)
+                .bind(to_i64(e.stream_version)?)
+                .bind(&e.event_type)
+                .bind(i64::from(e.schema_version))
+                .bind(micros(e.recorded_at))
+                .bind(&e.payload)
+                .bind(&e.metadata)
+                .bind(e.prev_hash.to_vec())
+                .bind(e.hash.to_vec());
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Sets each key's holder: deletes every changed key, then inserts the held ones.
+pub(super) async fn write_claims(
+    conn: &mut AnyConnection,
+    claims: &[(ClaimKey, Option<StreamId>)],
+) -> Result<(), StoreError> {
+    for chunk in claims.chunks(KEY_CHUNK) {
+        let sql = format!(
+            "DELETE FROM claims WHERE {}",
+            any_key(CLAIM_KEY, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (key, _) in chunk {
+            query = query.bind(&key.scope).bind(&key.kind).bind(&key.value);
+        }
+        query.execute(&mut *conn).await?;
+        let held: Vec<_> = chunk
+            .iter()
+            .filter_map(|(key, holder)| holder.as_ref().map(|h| (key, h)))
+            .collect();
+        if held.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO claims (scope, kind, value, owner_kind, owner_id) VALUES {}",
+            tuples(held.len(), 5)
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (key, holder) in held {
+            query = query
+                .bind(&key.scope)
+                .bind(&key.kind)
+                .bind(&key.value)
+                .bind(&holder.kind)
+                .bind(&holder.id);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+const SECRET_KEY: &[&str] = &["owner_kind", "owner_id", "kind"];
+
+/// Upserts or deletes each secret: deletes every touched key, then inserts the values.
+pub(super) async fn write_secrets(
+    conn: &mut AnyConnection,
+    secrets: &[SecretState],
+    updated_at: i64,
+) -> Result<(), StoreError> {
+    for chunk in secrets.chunks(KEY_CHUNK) {
+        let sql = format!(
+            "DELETE FROM secrets WHERE {}",
+            any_key(SECRET_KEY, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for s in chunk {
+            query = query.bind(&s.owner.kind).bind(&s.owner.id).bind(&s.kind);
+        }
+        query.execute(&mut *conn).await?;
+        let values: Vec<_> = chunk
+            .iter()
+            .filter_map(|s| s.value.as_ref().map(|v| (s, v)))
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO secrets (owner_kind, owner_id, kind, value, updated_at) VALUES {}",
+            tuples(values.len(), 5)
+        );
+        let mut query = sqlx::query(&sql).persistent(false);
+        for (s, value) in values {
+            query = query
+                .bind(&s.owner.kind)
+                .bind(&s.owner.id)
+                .bind(&s.kind)
+                .bind(value)
+                .bind(updated_at);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Tells followers on other nodes (PostgreSQL only). Sent after commit: a NOTIFY inside the
+/// append transaction would take a database-wide lock at commit.
+pub(super) async fn notify(pool: &AnyPool, channel: &str, position: u64) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(position.to_string())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered_in_order_of_first_use() {
+        assert_eq!(tuples(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(
+            any_key(&["a", "b"], 2),
+            "(a = $1 AND b = $2) OR (a = $3 AND b = $4)"
+        );
+    }
+}

@@ -1,0 +1,317 @@
+//! The single append writer of a node: group commit.
+//!
+//! Appends queue up on a channel; the writer takes every request waiting (up to a bound),
+//! decides them together under the append lock and commits them in one transaction, so the
+//! cost of a commit (an fsync) is shared by everyone who was waiting for it. It caches
+//! nothing between batches: other nodes may append to the same PostgreSQL database, so
+//! everything a decision needs is re-read under the lock.
+
+use std::error::Error as _;
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::plan::{self, PreparedRequest, Snapshot};
+use super::{NOTIFY_CHANNEL, advance, sql};
+use crate::codec::micros;
+use crate::database::{Backend, Database};
+use crate::error::{AppendError, StoreError};
+use crate::model::Appended;
+
+/// Bounds on one batch, so a burst cannot grow one transaction without limit. The event
+/// bound is checked before taking each further request, so a batch may exceed it by one
+/// request's events.
+const MAX_BATCH_REQUESTS: usize = 512;
+const MAX_BATCH_EVENTS: usize = 4096;
+
+pub(super) type Outcome = Result<Appended, AppendError>;
+
+/// One queued append and where to send its outcome.
+pub(super) struct Job {
+    pub request: PreparedRequest,
+    pub reply: oneshot::Sender<Outcome>,
+}
+
+/// What one batch came to.
+#[derive(Debug)]
+pub(super) struct Decided {
+    /// One per request, in request order.
+    pub outcomes: Vec<Outcome>,
+    /// The highest position known committed after the batch, if the batch got that far.
+    pub head: Option<u64>,
+    /// Whether any event was written (and other nodes should hear about it).
+    pub wrote_events: bool,
+}
+
+/// Runs until every `EventLog` handle is dropped and the queue is drained.
+pub(super) async fn run(
+    db: Database,
+    mut jobs: mpsc::Receiver<Job>,
+    head: Arc<watch::Sender<u64>>,
+) {
+    while let Some(first) = jobs.recv().await {
+        let mut events = first.request.events.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_REQUESTS && events < MAX_BATCH_EVENTS {
+            let Ok(job) = jobs.try_recv() else { break };
+            events += job.request.events.len();
+            batch.push(job);
+        }
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let decided = process(&db, &requests).await;
+        // Local followers first, so a caller that has its reply sees its own position in
+        // `subscribe()`.
+        if let Some(position) = decided.head {
+            advance(&head, position);
+        }
+        for (reply, outcome) in replies.into_iter().zip(decided.outcomes) {
+            // A requester that stopped waiting still had its append decided (and perhaps
+            // committed); a retry with the same event ids finds it.
+            let _ = reply.send(outcome);
+        }
+        // Other nodes last: a round trip nobody's reply should wait for.
+        if let Some(position) = decided.head
+            && decided.wrote_events
+            && db.backend() == Backend::Postgres
+            && let Err(e) = sql::notify(db.pool(), NOTIFY_CHANNEL, position).await
+        {
+            // Followers on other nodes catch up at their next wake-up or reconnect.
+            tracing::warn!(error = %error_chain(&e), "could not notify other nodes");
+        }
+    }
+    tracing::debug!("event log writer stopped");
+}
+
+/// Commits a batch. If the transaction fails, each request is tried again alone, so a
+/// request the database refuses (say, a NUL byte in a PostgreSQL text) fails only itself.
+/// Retrying is safe even when the failed commit's outcome is unknown: a request that did
+/// commit is found by its event ids and answered with its original positions.
+pub(super) async fn process(db: &Database, requests: &[PreparedRequest]) -> Decided {
+    let error = match commit(db, requests).await {
+        Ok(decided) => return decided,
+        Err(error) => error,
+    };
+    if requests.len() == 1 {
+        tracing::warn!(error = %error_chain(&error), "append failed");
+        return Decided {
+            outcomes: vec![Err(error.into())],
+            head: None,
+            wrote_events: false,
+        };
+    }
+    tracing::warn!(
+        error = %error_chain(&error),
+        requests = requests.len(),
+        "batch failed; committing its requests one at a time"
+    );
+    let mut all = Decided {
+        outcomes: Vec::with_capacity(requests.len()),
+        head: None,
+        wrote_events: false,
+    };
+    for request in requests {
+        match commit(db, std::slice::from_ref(request)).await {
+            Ok(one) => {
+                all.outcomes.extend(one.outcomes);
+                all.head = all.head.max(one.head);
+                all.wrote_events |= one.wrote_events;
+            }
+            Err(error) => {
+                tracing::warn!(error = %error_chain(&error), "append failed");
+                all.outcomes.push(Err(error.into()));
+            }
+        }
+    }
+    all
+}
+
+async fn commit(db: &Database, requests: &[PreparedRequest]) -> Result<Decided, StoreError> {
+    let begin = match db.backend() {
+        // IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout for another
+        // process; a deferred transaction would fail with SQLITE_BUSY on its first write.
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+        // The design needs READ COMMITTED whatever the server's default: after waiting for
+        // the append lock, each statement must see what the previous holder committed.
+        Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+    };
+    let mut tx = db.pool().begin_with(begin).await?;
+    sql::take_append_lock(&mut tx).await?;
+    let lookups = plan::lookups(requests);
+    let snapshot = Snapshot {
+        head: sql::head(&mut *tx).await?,
+        versions: sql::stream_versions(&mut tx, &lookups.streams).await?,
+        stored: sql::stored_events(&mut tx, &lookups.event_ids).await?,
+        claims: sql::claims(&mut tx, &lookups.claim_keys).await?,
+    };
+    let plan = plan::plan(requests, snapshot);
+    if plan.writes_nothing() {
+        // Every request was refused or replayed: nothing to make durable.
+        tx.rollback().await?;
+    } else {
+        sql::insert_events(&mut tx, &plan.events).await?;
+        sql::write_claims(&mut tx, &plan.claims).await?;
+        sql::write_secrets(&mut tx, &plan.secrets, micros(Utc::now())).await?;
+        tx.commit().await?;
+    }
+    tracing::debug!(
+        requests = requests.len(),
+        events = plan.events.len(),
+        head = plan.head.map(|h| h.position),
+        "append batch decided"
+    );
+    Ok(Decided {
+        outcomes: plan.outcomes,
+        head: Some(plan.head.map_or(0, |h| h.position)),
+        wrote_events: !plan.events.is_empty(),
+    })
+}
+
+/// `Display` of an error and its sources, since our errors show only their own level.
+pub(super) fn error_chain(error: &StoreError) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AppendRequest, EventMetadata, ExpectedVersion, NewEvent, StreamId};
+    use crate::testing::{fresh_postgres_url, fresh_sqlite_url};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn request(
+        stream: &str,
+        expected: ExpectedVersion,
+        payload: serde_json::Value,
+    ) -> PreparedRequest {
+        PreparedRequest::prepare(AppendRequest {
+            stream: StreamId::new("test", stream),
+            expected,
+            events: vec![NewEvent {
+                event_id: Uuid::now_v7(),
+                tenant_id: Uuid::now_v7(),
+                event_type: "test.happened".into(),
+                schema_version: 1,
+                recorded_at: Utc::now(),
+                payload,
+                metadata: EventMetadata::system(),
+            }],
+            claims: vec![],
+            secrets: vec![],
+        })
+        .unwrap()
+    }
+
+    async fn one_batch_decides_each_request_on_its_own(url: String) {
+        let db = Database::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        let duplicate = request("b", ExpectedVersion::NoStream, json!({"b": 1}));
+        let batch = [
+            request("a", ExpectedVersion::NoStream, json!({"a": 1})),
+            request("a", ExpectedVersion::NoStream, json!({"a": 2})),
+            duplicate.clone(),
+            duplicate,
+            request("c", ExpectedVersion::Exact(3), json!({})),
+        ];
+        let decided = process(&db, &batch).await;
+        assert_eq!(decided.head, Some(2));
+        assert!(decided.wrote_events);
+        let o = &decided.outcomes;
+        assert_eq!(o[0].as_ref().unwrap().first_position, 1);
+        assert!(matches!(
+            o[1],
+            Err(AppendError::WrongExpectedVersion { actual: 1, .. })
+        ));
+        assert_eq!(o[2].as_ref().unwrap().first_position, 2);
+        assert_eq!(o[3].as_ref().unwrap().first_position, 2);
+        assert!(matches!(
+            o[4],
+            Err(AppendError::WrongExpectedVersion { actual: 0, .. })
+        ));
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM events")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(count, 2);
+    }
+
+    /// PostgreSQL refuses a NUL byte in text; SQLite stores it. Either way the other requests
+    /// of the batch must not share the poisoned request's fate.
+    async fn a_request_the_database_refuses_fails_alone(url: String) {
+        let db = Database::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        let batch = [
+            request("a", ExpectedVersion::NoStream, json!({})),
+            request("nul\0byte", ExpectedVersion::NoStream, json!({})),
+            request("c", ExpectedVersion::NoStream, json!({})),
+        ];
+        let decided = process(&db, &batch).await;
+        let o = &decided.outcomes;
+        assert_eq!(o.len(), 3);
+        assert_eq!(o[0].as_ref().unwrap().first_position, 1);
+        match db.backend() {
+            Backend::Postgres => {
+                assert!(matches!(
+                    o[1],
+                    Err(AppendError::Store(StoreError::Database(_)))
+                ));
+                assert_eq!(o[2].as_ref().unwrap().first_position, 2);
+                assert_eq!(decided.head, Some(2));
+            }
+            Backend::Sqlite => {
+                assert_eq!(o[1].as_ref().unwrap().first_position, 2);
+                assert_eq!(o[2].as_ref().unwrap().first_position, 3);
+                assert_eq!(decided.head, Some(3));
+            }
+        }
+    }
+
+    async fn a_batch_of_refusals_commits_nothing(url: String) {
+        let db = Database::connect(&url).await.unwrap();
+        db.migrate().await.unwrap();
+        let decided = process(&db, &[request("a", ExpectedVersion::Exact(5), json!({}))]).await;
+        assert!(!decided.wrote_events);
+        assert_eq!(decided.head, Some(0));
+        let (batches,): (i64,) = sqlx::query_as("SELECT batches FROM log_writer WHERE id = 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(batches, 0, "the rolled-back batch left no trace");
+    }
+
+    macro_rules! on_both_backends {
+        ($($case:ident),* $(,)?) => {
+            mod sqlite {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::$case(super::fresh_sqlite_url()).await;
+                    }
+                )*
+            }
+            mod postgres {
+                $(
+                    #[tokio::test]
+                    async fn $case() {
+                        super::$case(super::fresh_postgres_url().await).await;
+                    }
+                )*
+            }
+        };
+    }
+
+    on_both_backends!(
+        one_batch_decides_each_request_on_its_own,
+        a_request_the_database_refuses_fails_alone,
+        a_batch_of_refusals_commits_nothing,
+    );
+}

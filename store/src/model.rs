@@ -1,0 +1,181 @@
+//! The shapes that cross the store's boundary: what is appended, what is read back.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A stream is one aggregate instance: its type (`user`, `tenant`, `unknown_login`) and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    pub kind: String,
+    pub id: String,
+}
+
+impl StreamId {
+    pub fn new(kind: impl Into<String>, id: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.kind, self.id)
+    }
+}
+
+/// What the writer believes the stream's version is. A stream's version is the number of
+/// events in it; its first event has stream version 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check: used for streams that only collect facts (unknown-user login attempts).
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream must be at exactly this version (0 means empty, same as `NoStream`).
+    Exact(u64),
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorKind {
+    Admin,
+    /// The user acting on their own account.
+    #[serde(rename = "self")]
+    User,
+    System,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub kind: ActorKind,
+    pub id: Option<String>,
+}
+
+/// Request facts recorded beside every event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMetadata {
+    pub actor: Actor,
+    pub request_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+impl EventMetadata {
+    pub fn system() -> Self {
+        Self {
+            actor: Actor {
+                kind: ActorKind::System,
+                id: None,
+            },
+            request_ip: None,
+            user_agent: None,
+            correlation_id: None,
+        }
+    }
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// UUIDv7. Appending the same id twice stores one event (idempotent append).
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    /// Stable dotted name, e.g. `user.login.failed`. Never changes once shipped.
+    pub event_type: String,
+    pub schema_version: u32,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+    pub metadata: EventMetadata,
+}
+
+/// A uniqueness claim (username, email) held by a stream, written in the same transaction as
+/// the events so that two racing creates cannot both win.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ClaimKey {
+    /// Usually the tenant id.
+    pub scope: String,
+    /// `username` or `email`.
+    pub kind: String,
+    /// Already normalised by the caller (lower-cased).
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimChange {
+    /// Take the key for the request's stream; refused if another stream holds it.
+    Reserve(ClaimKey),
+    /// Give the key up (only if the request's stream holds it).
+    Release(ClaimKey),
+}
+
+/// A secret kept beside the log, never in it (a password hash), written atomically with the
+/// events that announce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretWrite {
+    pub kind: String,
+    /// `None` deletes the secret.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    pub claims: Vec<ClaimChange>,
+    /// Secrets owned by `stream`.
+    pub secrets: Vec<SecretWrite>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// Global position of the first event of this request.
+    pub first_position: u64,
+    /// Global position of the last event of this request; a read that waits for views to
+    /// reach it sees its own write.
+    pub last_position: u64,
+    /// The stream's version after the append.
+    pub stream_version: u64,
+}
+
+/// An event as stored in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Global, gap-free, starting at 1.
+    pub position: u64,
+    pub event_id: Uuid,
+    pub tenant_id: Uuid,
+    pub stream: StreamId,
+    pub stream_version: u64,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub recorded_at: DateTime<Utc>,
+    /// The payload JSON text exactly as hashed.
+    pub payload: String,
+    /// The metadata JSON text exactly as hashed.
+    pub metadata: String,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+impl RecordedEvent {
+    pub fn payload_json(&self) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::from_str(&self.payload)
+    }
+
+    pub fn metadata(&self) -> Result<EventMetadata, serde_json::Error> {
+        serde_json::from_str(&self.metadata)
+    }
+}
+
+/// The newest event's position and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub position: u64,
+    pub hash: [u8; 32],
+}
