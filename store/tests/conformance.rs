@@ -1041,6 +1041,39 @@ async fn postgres_an_append_on_another_node_wakes_local_followers() {
     assert_eq!(seen, 1);
 }
 
+/// Notifications sent while the listening connection is down are lost; the listener must
+/// reconnect and catch up from the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_followers_catch_up_after_the_listening_connection_drops() {
+    let url = fresh_postgres_url().await;
+    let here = open(&url).await;
+    let there = open(&url).await;
+    let killed = sqlx::query(
+        "SELECT COUNT(*) AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%') AS t",
+    )
+    .fetch_one(here.database().pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        killed.try_get::<i64, _>("n").unwrap(),
+        2,
+        "both nodes listen"
+    );
+    let mut woken = here.subscribe();
+    let appended = there
+        .append(one(&stream("user", "a"), ExpectedVersion::NoStream))
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(15),
+        woken.wait_for(|p| *p >= appended.last_position),
+    )
+    .await
+    .expect("the follower never caught up after the connection dropped")
+    .unwrap();
+}
+
 /// Canonical bytes are stable: this is what the auditor's script in docs/log-format.md
 /// recomputes.
 #[test]

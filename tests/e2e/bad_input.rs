@@ -8,7 +8,15 @@ use crate::{Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 on_both_backends!(bad_input_is_refused_with_a_problem_and_writes_nothing);
 
 /// Method, path, content type, body, as admin, expected status, expected code.
-type Case<'a> = (Method, String, Option<&'a str>, Vec<u8>, bool, StatusCode, &'a str);
+type Case<'a> = (
+    Method,
+    String,
+    Option<&'a str>,
+    Vec<u8>,
+    bool,
+    StatusCode,
+    &'a str,
+);
 
 async fn head(app: &TestApp) -> u64 {
     app.request(Method::GET, "/healthz", None, None, &[])

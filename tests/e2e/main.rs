@@ -10,6 +10,7 @@ mod lockout;
 mod login;
 mod replay;
 mod secrets;
+mod sessions;
 mod users;
 
 pub use keyledger_tests::{Backend, TestApp};

@@ -110,7 +110,11 @@ async fn usernames_and_emails_are_unique_case_insensitively(backend: Backend) {
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
     // Its email stays taken; the freed name can be used again with another email.
     let reuse = |username: &str| {
-        app.admin(Method::POST, "/api/v1/users", Some(json!({ "username": username })))
+        app.admin(
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "username": username })),
+        )
     };
     assert_eq!(reuse("margaret").await.status, StatusCode::CREATED);
     assert_eq!(reuse("Hamilton").await.status, StatusCode::CONFLICT);

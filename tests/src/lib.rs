@@ -77,9 +77,24 @@ impl TestApp {
 
     pub async fn spawn_with(bin: &str, backend: Backend, env: &[(&str, &str)]) -> TestApp {
         let database_url = fresh_database(backend).await;
+        let admin_token = format!("test-admin-{}", uuid::Uuid::now_v7().simple());
+        Self::spawn_configured(bin, database_url, admin_token, env).await
+    }
+
+    /// A second server node on an existing database.
+    pub async fn spawn_on(bin: &str, database_url: &str, admin_token: &str) -> TestApp {
+        Self::spawn_configured(bin, database_url.to_owned(), admin_token.to_owned(), &[]).await
+    }
+
+    async fn spawn_configured(
+        bin: &str,
+        database_url: String,
+        admin_token: String,
+        env: &[(&str, &str)],
+    ) -> TestApp {
         let mut app = TestApp {
             base: String::new(),
-            admin_token: format!("test-admin-{}", uuid::Uuid::now_v7().simple()),
+            admin_token,
             database_url,
             bin: bin.to_owned(),
             extra_env: env

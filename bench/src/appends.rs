@@ -1,0 +1,558 @@
+//! Appends per second through `EventLog::append` (group commit) at several numbers of
+//! concurrent writers, each appending single-event requests to its own stream, beside what
+//! the same database does without our log: postgres-es's `PostgresEventRepository` persisting
+//! the same events, a plain batched INSERT (the raw ceiling), and single-row commits (the
+//! fsync floor).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use cqrs_es::persist::{PersistedEventRepository as _, SerializedEvent};
+use keyledger_domain::user::UserEvent;
+use keyledger_store::{AppendRequest, Database, EventLog, ExpectedVersion, NewEvent};
+use postgres_es::PostgresEventRepository;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgPoolOptions;
+use uuid::Uuid;
+
+use crate::report::{self, Table, per_second, progress};
+use crate::scratch::{Backend, Places};
+use crate::workload;
+
+/// Targets from the issue, in events per second.
+const POSTGRES_TARGET: f64 = 50_000.0;
+const SQLITE_TARGET: f64 = 20_000.0;
+/// The writer count the PostgreSQL target is stated for.
+const TARGET_WRITERS: usize = 64;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Seconds each configuration is measured, after a warm-up of a fifth of that (at most
+    /// one second).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Numbers of concurrent writers, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub writers: Vec<usize>,
+    /// Backends to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+    pub backends: Vec<Backend>,
+    /// Rows per statement (and per transaction) of the raw INSERT reference.
+    #[arg(long, default_value_t = 1000)]
+    pub raw_batch: usize,
+    /// Connections in postgres-es's pool (its own `default_postgress_pool` uses 10, as does
+    /// our store).
+    #[arg(long, default_value_t = 10)]
+    pub postgres_es_connections: u32,
+}
+
+pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
+    anyhow::ensure!(options.seconds > 0.0, "--seconds must be positive");
+    anyhow::ensure!(options.raw_batch > 0, "--raw-batch must be positive");
+    let window = Window::new(Duration::from_secs_f64(options.seconds));
+    for backend in &options.backends {
+        let table = measure_backend(*backend, options, window, places).await?;
+        table.print();
+    }
+    Ok(())
+}
+
+async fn measure_backend(
+    backend: Backend,
+    options: &Options,
+    window: Window,
+    places: &Places,
+) -> anyhow::Result<Table> {
+    progress(format!("{backend}: raw INSERT references"));
+    let raw = raw_batched_insert(backend, options.raw_batch, window, places).await?;
+    let single = raw_single_row_commits(backend, window, places).await?;
+    let mut table = Table::new(
+        format!("appends/s, {backend} (single-event requests, each writer its own stream)"),
+        &[
+            "writers",
+            "keyledger `EventLog::append`",
+            "events/commit",
+            "append p50 / p99",
+            "postgres-es `persist`",
+            "raw batched INSERT (reference)",
+            "keyledger / raw",
+            "raw 1-row commits, 1 conn",
+        ],
+    );
+    let mut measured = Vec::new();
+    for &writers in &options.writers {
+        progress(format!("{backend}: EventLog::append, {writers} writers"));
+        let ours = keyledger_appends(backend, writers, window, places).await?;
+        let reference = match backend {
+            Backend::Postgres => {
+                progress(format!("{backend}: postgres-es persist, {writers} writers"));
+                let theirs = postgres_es_persists(
+                    writers,
+                    options.postgres_es_connections,
+                    window,
+                    places,
+                )
+                .await?;
+                per_second(theirs.rate())
+            }
+            Backend::Sqlite => "n/a (PostgreSQL only)".to_owned(),
+        };
+        let mut latencies = ours.counted.latencies.clone();
+        latencies.sort_unstable();
+        table.row(vec![
+            writers.to_string(),
+            per_second(ours.counted.rate()),
+            format!("{:.1}", ours.events_per_commit),
+            format!(
+                "{} / {}",
+                report::millis(report::percentile(&latencies, 50.0)),
+                report::millis(report::percentile(&latencies, 99.0))
+            ),
+            reference,
+            per_second(raw.rate()),
+            format!("{:.1} %", 100.0 * ours.counted.rate() / raw.rate().max(1.0)),
+            per_second(single.rate()),
+        ]);
+        measured.push((writers, ours.counted.rate()));
+    }
+    // Judged at 64 writers, the concurrency the issue states; when that was not measured, at
+    // the most writers that were.
+    let judged = measured
+        .iter()
+        .find(|(writers, _)| *writers == TARGET_WRITERS)
+        .or_else(|| measured.iter().max_by_key(|(writers, _)| *writers));
+    let target = match backend {
+        Backend::Postgres => POSTGRES_TARGET,
+        Backend::Sqlite => SQLITE_TARGET,
+    };
+    if let Some((writers, rate)) = judged {
+        table.note(format!(
+            "target ≥ {} events/s at {TARGET_WRITERS} writers: **{}** ({} at {writers} writers)",
+            report::number(target),
+            report::at_least(*rate, target),
+            per_second(*rate),
+        ));
+    }
+    table.note(format!(
+        "each figure: operations started in a {:.1} s window after a {:.1} s warm-up, on a \
+         fresh database; raw batched INSERT = {} rows per INSERT, one transaction per \
+         statement, 1 connection, same rows as the events",
+        window.measure.as_secs_f64(),
+        window.warmup.as_secs_f64(),
+        options.raw_batch
+    ));
+    Ok(table)
+}
+
+/// A warm-up, then the measured part.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    warmup: Duration,
+    measure: Duration,
+}
+
+impl Window {
+    fn new(measure: Duration) -> Self {
+        Self {
+            warmup: (measure / 5).min(Duration::from_secs(1)),
+            measure,
+        }
+    }
+}
+
+/// Operations (each worth `items`) that started inside the measured window.
+#[derive(Debug, Default, Clone)]
+struct Counted {
+    items: u64,
+    measured: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Counted {
+    fn rate(&self) -> f64 {
+        report::rate(self.items, self.measured)
+    }
+}
+
+/// Runs `workers` loops of `operation` (each call returns how many items it wrote) through
+/// the warm-up and the window, and counts what started inside the window. Counting by start
+/// time keeps the figure unbiased: an operation still running at the end is counted, one
+/// started before the window is not.
+async fn drive<Op, Fut>(
+    workers: usize,
+    window: Window,
+    mut make: impl FnMut(usize) -> Op,
+) -> anyhow::Result<Counted>
+where
+    Op: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<u64>> + Send,
+{
+    let start = Instant::now();
+    let from = start + window.warmup;
+    let until = from + window.measure;
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..workers {
+        let mut operation = make(worker);
+        tasks.spawn(async move {
+            let mut counted = Counted::default();
+            loop {
+                let began = Instant::now();
+                if began >= until {
+                    return Ok::<_, anyhow::Error>(counted);
+                }
+                let items = operation().await?;
+                if began >= from {
+                    counted.items += items;
+                    counted.latencies.push(began.elapsed());
+                }
+            }
+        });
+    }
+    let mut total = Counted {
+        measured: window.measure,
+        ..Counted::default()
+    };
+    while let Some(done) = tasks.join_next().await {
+        let counted = done.context("a writer panicked")??;
+        total.items += counted.items;
+        total.latencies.extend(counted.latencies);
+    }
+    Ok(total)
+}
+
+struct Ours {
+    counted: Counted,
+    events_per_commit: f64,
+}
+
+async fn keyledger_appends(
+    backend: Backend,
+    writers: usize,
+    window: Window,
+    places: &Places,
+) -> anyhow::Result<Ours> {
+    let scratch = places.fresh(backend).await?;
+    let log = EventLog::open(Database::connect(&scratch.url).await?).await?;
+    let probe = tokio::spawn(commits_in_window(log.clone(), window));
+    let counted = drive(writers, window, |_| {
+        let log = log.clone();
+        let user_id = Uuid::now_v7();
+        let mut version = 0;
+        move || {
+            let request = login_failure(user_id, version);
+            version += 1;
+            let log = log.clone();
+            async move {
+                let request = request?;
+                let appended = log.append(request).await?;
+                Ok(appended.last_position - appended.first_position + 1)
+            }
+        }
+    })
+    .await?;
+    let (events, commits) = probe.await.context("the commit probe panicked")??;
+    drop(log);
+    scratch.remove().await?;
+    Ok(Ours {
+        counted,
+        events_per_commit: events as f64 / commits.max(1) as f64,
+    })
+}
+
+/// One wrong-password attempt on the user's stream, at the version its writer knows.
+fn login_failure(user_id: Uuid, version: u64) -> anyhow::Result<AppendRequest> {
+    Ok(AppendRequest {
+        stream: workload::user_stream(user_id),
+        expected: ExpectedVersion::Exact(version),
+        events: vec![workload::login_failed(version, user_id, Utc::now())?],
+        claims: Vec::new(),
+        secrets: Vec::new(),
+    })
+}
+
+/// Events and commits during the measured window, from the log's head and the writer's batch
+/// counter. This reads a table of the store (`log_writer`), which nothing outside the store
+/// should; it is a read-only diagnostic that shows how well group commit fills each commit.
+async fn commits_in_window(log: EventLog, window: Window) -> anyhow::Result<(u64, u64)> {
+    async fn sample(log: &EventLog) -> anyhow::Result<(u64, u64)> {
+        let head = log.head().await?.map_or(0, |h| h.position);
+        let (batches,): (i64,) = sqlx::query_as("SELECT batches FROM log_writer WHERE id = 1")
+            .fetch_one(log.database().pool())
+            .await?;
+        Ok((head, u64::try_from(batches).unwrap_or(0)))
+    }
+    tokio::time::sleep(window.warmup).await;
+    let (head0, batches0) = sample(&log).await?;
+    tokio::time::sleep(window.measure).await;
+    let (head1, batches1) = sample(&log).await?;
+    Ok((head1 - head0, batches1 - batches0))
+}
+
+/// The smallest cqrs-es aggregate that lets postgres-es store `UserEvent`s as `user` streams;
+/// the repository only reads its type name.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct BenchUser;
+
+impl cqrs_es::Aggregate for BenchUser {
+    const TYPE: &'static str = "user";
+    type Command = ();
+    type Event = UserEvent;
+    type Error = std::convert::Infallible;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        _command: (),
+        _services: &(),
+        _sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn apply(&mut self, _event: UserEvent) {}
+}
+
+/// postgres-es's tables, from its `db/init.sql`.
+const POSTGRES_ES_SCHEMA: &[&str] = &[
+    "CREATE TABLE events (
+        aggregate_type text NOT NULL,
+        aggregate_id text NOT NULL,
+        sequence bigint CHECK (sequence >= 0) NOT NULL,
+        event_type text NOT NULL,
+        event_version text NOT NULL,
+        payload json NOT NULL,
+        metadata json NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id, sequence)
+    )",
+    "CREATE TABLE snapshots (
+        aggregate_type text NOT NULL,
+        aggregate_id text NOT NULL,
+        last_sequence bigint CHECK (last_sequence >= 0) NOT NULL,
+        current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
+        payload json NOT NULL,
+        PRIMARY KEY (aggregate_type, aggregate_id, last_sequence)
+    )",
+];
+
+async fn postgres_es_persists(
+    writers: usize,
+    connections: u32,
+    window: Window,
+    places: &Places,
+) -> anyhow::Result<Counted> {
+    let scratch = places.fresh(Backend::Postgres).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(connections)
+        .connect(&scratch.url)
+        .await?;
+    for ddl in POSTGRES_ES_SCHEMA {
+        sqlx::query(ddl).execute(&pool).await?;
+    }
+    let repo = Arc::new(PostgresEventRepository::new(pool.clone()));
+    let counted = drive(writers, window, |_| {
+        let repo = Arc::clone(&repo);
+        let user_id = Uuid::now_v7();
+        let mut sequence = 0;
+        move || {
+            sequence += 1;
+            let event = workload::login_failed(sequence, user_id, Utc::now())
+                .and_then(|e| serialized(user_id, sequence, e));
+            let repo = Arc::clone(&repo);
+            async move {
+                repo.persist::<BenchUser>(&[event?], None)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("postgres-es persist failed: {e}"))?;
+                Ok(1)
+            }
+        }
+    })
+    .await?;
+    pool.close().await;
+    scratch.remove().await?;
+    Ok(counted)
+}
+
+/// The same event as ours, in postgres-es's shape.
+fn serialized(user_id: Uuid, sequence: u64, event: NewEvent) -> anyhow::Result<SerializedEvent> {
+    Ok(SerializedEvent::new(
+        user_id.to_string(),
+        usize::try_from(sequence)?,
+        "user".into(),
+        event.event_type,
+        event.schema_version.to_string(),
+        event.payload,
+        serde_json::to_value(&event.metadata)?,
+    ))
+}
+
+/// A table with the columns of an event that carry its data, without the log's order, chain
+/// or constraints: what the database does when nothing but the rows matters.
+const RAW_TABLE: &str = "CREATE TABLE bench_raw (
+    id BIGINT PRIMARY KEY,
+    stream_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    metadata TEXT NOT NULL
+)";
+const RAW_COLUMNS: usize = 5;
+
+/// A scratch database with the raw table, through the store's own connection settings (the
+/// same driver, and on SQLite the same WAL and synchronous = FULL).
+async fn raw_database(
+    backend: Backend,
+    places: &Places,
+) -> anyhow::Result<(crate::scratch::Scratch, Database)> {
+    let scratch = places.fresh(backend).await?;
+    let db = Database::connect(&scratch.url).await?;
+    sqlx::query(RAW_TABLE).execute(db.pool()).await?;
+    Ok((scratch, db))
+}
+
+/// Texts of one typical event, so raw rows are as wide as the log's.
+fn raw_row() -> anyhow::Result<(String, String, String)> {
+    let user_id = Uuid::now_v7();
+    let event = workload::login_failed(1, user_id, Utc::now())?;
+    Ok((
+        user_id.to_string(),
+        serde_json::to_string(&event.payload)?,
+        serde_json::to_string(&event.metadata)?,
+    ))
+}
+
+async fn raw_batched_insert(
+    backend: Backend,
+    batch: usize,
+    window: Window,
+    places: &Places,
+) -> anyhow::Result<Counted> {
+    let (scratch, db) = raw_database(backend, places).await?;
+    let (stream_id, payload, metadata) = raw_row()?;
+    let sql = format!(
+        "INSERT INTO bench_raw (id, stream_id, event_type, payload, metadata) VALUES {}",
+        placeholders(batch, RAW_COLUMNS)
+    );
+    let counted = drive(1, window, |_| {
+        let db = db.clone();
+        let (sql, stream_id, payload, metadata) = (
+            sql.clone(),
+            stream_id.clone(),
+            payload.clone(),
+            metadata.clone(),
+        );
+        let mut next_id: i64 = 0;
+        move || {
+            let first = next_id;
+            next_id += i64::try_from(batch).unwrap_or(i64::MAX);
+            let (db, sql, stream_id, payload, metadata) = (
+                db.clone(),
+                sql.clone(),
+                stream_id.clone(),
+                payload.clone(),
+                metadata.clone(),
+            );
+            async move {
+                let mut tx = db.pool().begin().await?;
+                let mut query = sqlx::query(&sql);
+                for id in first..first + i64::try_from(batch)? {
+                    query = query
+                        .bind(id)
+                        .bind(stream_id.clone())
+                        .bind("user.login.failed")
+                        .bind(payload.clone())
+                        .bind(metadata.clone());
+                }
+                query.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(u64::try_from(batch)?)
+            }
+        }
+    })
+    .await?;
+    db.pool().close().await;
+    scratch.remove().await?;
+    Ok(counted)
+}
+
+/// One row per transaction from one connection: how many commits per second the disk's
+/// flush allows, the ceiling of any writer that waits for each commit alone.
+async fn raw_single_row_commits(
+    backend: Backend,
+    window: Window,
+    places: &Places,
+) -> anyhow::Result<Counted> {
+    let (scratch, db) = raw_database(backend, places).await?;
+    let (stream_id, payload, metadata) = raw_row()?;
+    let counted = drive(1, window, |_| {
+        let db = db.clone();
+        let (stream_id, payload, metadata) = (stream_id.clone(), payload.clone(), metadata.clone());
+        let mut next_id: i64 = 0;
+        move || {
+            next_id += 1;
+            let id = next_id;
+            let (db, stream_id, payload, metadata) = (
+                db.clone(),
+                stream_id.clone(),
+                payload.clone(),
+                metadata.clone(),
+            );
+            async move {
+                let mut tx = db.pool().begin().await?;
+                sqlx::query(
+                    "INSERT INTO bench_raw (id, stream_id, event_type, payload, metadata) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(stream_id)
+                .bind("user.login.failed")
+                .bind(payload)
+                .bind(metadata)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(1)
+            }
+        }
+    })
+    .await?;
+    db.pool().close().await;
+    scratch.remove().await?;
+    Ok(counted)
+}
+
+/// `($1, $2), ($3, $4)`: `rows` tuples of `columns` placeholders.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|row| {
+            let cells: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", row * columns + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(placeholders(2, 2), "($1, $2), ($3, $4)");
+    }
+
+    #[test]
+    fn the_warm_up_is_a_fifth_of_the_window_and_at_most_a_second() {
+        assert_eq!(
+            Window::new(Duration::from_secs(2)).warmup,
+            Duration::from_millis(400)
+        );
+        assert_eq!(
+            Window::new(Duration::from_secs(20)).warmup,
+            Duration::from_secs(1)
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! keyledger-bench (work in progress).
+
+fn main() {}

@@ -1,0 +1,180 @@
+//! Session lifetimes, what ends a session, and what a login records about its origin.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+use crate::{BIN, Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
+
+on_both_backends!(
+    locking_an_account_ends_its_sessions,
+    a_session_ends_after_idling_and_at_its_absolute_limit,
+    the_recorded_ip_is_the_socket_peer_not_a_forwarded_header,
+    an_unknown_user_costs_one_password_verification_like_a_known_one,
+);
+
+async fn token(app: &TestApp, username: &str) -> String {
+    let login = app.login(username, GOOD_PASSWORD).await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text());
+    login.json()["token"].as_str().unwrap().to_owned()
+}
+
+async fn me(app: &TestApp, token: &str) -> StatusCode {
+    app.request(Method::GET, "/api/v1/me", Some(token), None, &[])
+        .await
+        .status
+}
+
+async fn locking_an_account_ends_its_sessions(backend: Backend) {
+    let app = app(backend).await;
+    app.set_lockout(
+        json!({ "enabled": true, "max_failures": 2, "window_seconds": 600, "lock_seconds": 3600 }),
+    )
+    .await;
+    app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let session = token(&app, "ada").await;
+    assert_eq!(me(&app, &session).await, StatusCode::OK);
+    app.login("ada", "wrong-password-guess").await;
+    app.login("ada", "wrong-password-guess").await;
+    assert_eq!(me(&app, &session).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend) {
+    let idle = TestApp::spawn_with(
+        BIN,
+        backend,
+        &[
+            ("KEYLEDGER_SESSION_IDLE_SECONDS", "1"),
+            ("KEYLEDGER_SESSION_ABSOLUTE_SECONDS", "60"),
+        ],
+    )
+    .await;
+    idle.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let session = token(&idle, "ada").await;
+    // Activity within the idle limit keeps the session alive.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(me(&idle, &session).await, StatusCode::OK);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(me(&idle, &session).await, StatusCode::UNAUTHORIZED);
+
+    let absolute = TestApp::spawn_with(
+        BIN,
+        backend,
+        &[
+            ("KEYLEDGER_SESSION_IDLE_SECONDS", "60"),
+            ("KEYLEDGER_SESSION_ABSOLUTE_SECONDS", "2"),
+        ],
+    )
+    .await;
+    absolute.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let session = token(&absolute, "ada").await;
+    for _ in 0..4 {
+        assert_eq!(me(&absolute, &session).await, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(me(&absolute, &session).await, StatusCode::UNAUTHORIZED);
+}
+
+async fn the_recorded_ip_is_the_socket_peer_not_a_forwarded_header(backend: Backend) {
+    let app = app(backend).await;
+    app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let body = json!({ "username": "ada", "password": "wrong-password-guess" });
+    let failed = app
+        .request(
+            Method::POST,
+            "/api/v1/login",
+            None,
+            Some(&body),
+            &[
+                ("x-forwarded-for", "1.2.3.4"),
+                ("user-agent", "probe/1.0"),
+                ("x-correlation-id", "trace-123"),
+            ],
+        )
+        .await;
+    assert_eq!(failed.status, StatusCode::UNAUTHORIZED);
+    let audit = app
+        .admin_read("/api/v1/audit?type=user.login.failed", app.head().await)
+        .await
+        .json();
+    let row = &audit["items"][0];
+    assert_eq!(row["ip"], "127.0.0.1");
+    assert_eq!(row["user_agent"], "probe/1.0");
+    assert_eq!(row["correlation_id"], "trace-123");
+}
+
+async fn verifications(app: &TestApp) -> u64 {
+    let metrics = app
+        .request(Method::GET, "/metrics", None, None, &[])
+        .await
+        .text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keyledger_password_verifications_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+async fn an_unknown_user_costs_one_password_verification_like_a_known_one(backend: Backend) {
+    let app = app(backend).await;
+    app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let before = verifications(&app).await;
+    app.login("ada", "wrong-password-guess").await;
+    let after_known = verifications(&app).await;
+    app.login("nobody", "wrong-password-guess").await;
+    let after_unknown = verifications(&app).await;
+    assert_eq!(after_known - before, 1);
+    assert_eq!(after_unknown - after_known, 1, "a dummy hash is verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_postgresql_see_each_others_writes() {
+    let first = app(Backend::Postgres).await;
+    let second = TestApp::spawn_on(BIN, &first.database_url, &first.admin_token).await;
+    let created = first.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let id = created.json()["user"]["id"].as_str().unwrap().to_owned();
+    // The second node's views follow the first node's append (LISTEN/NOTIFY or polling).
+    let read = second
+        .admin_read(&format!("/api/v1/users/{id}"), created.position())
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    // Logins on either node count toward one lockout, through the shared log.
+    assert_eq!(
+        second.login("ada", GOOD_PASSWORD).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        first.login("ada", GOOD_PASSWORD).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_metrics_and_the_openapi_document_are_served() {
+    let app = app(Backend::Sqlite).await;
+    let health = app.request(Method::GET, "/healthz", None, None, &[]).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["status"], "ok");
+    let metrics = app.request(Method::GET, "/metrics", None, None, &[]).await;
+    assert!(metrics.content_type().starts_with("text/plain"));
+    assert!(metrics.text().contains("keyledger_log_head_position "));
+    let openapi = app
+        .request(Method::GET, "/openapi.json", None, None, &[])
+        .await
+        .json();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/api/v1/users",
+        "/api/v1/users/{id}",
+        "/api/v1/users/{id}/unlock",
+        "/api/v1/login",
+        "/api/v1/settings/lockout",
+        "/api/v1/audit",
+    ] {
+        assert!(openapi["paths"][path].is_object(), "{path} is documented");
+    }
+}
