@@ -1,3 +1,126 @@
-//! keyledger-bench (work in progress).
+//! `keyledger-bench`: how fast keyledger is, each figure beside a reference measured in the
+//! same run on the same machine (speed is measured here, never by timed tests).
+//!
+//! Layout: one module per benchmark — [`appends`] (group commit against postgres-es and raw
+//! INSERTs), [`rebuild`] (view rebuild and chain verification against raw reads), [`logins`]
+//! (HTTP logins against raw argon2id), [`memory`] (the server's resident memory with many
+//! users) — and what they share: [`scratch`] makes throwaway databases, [`workload`] makes
+//! realistic events, [`server`] starts the real server binary, [`report`] prints the tables.
+//!
+//! Results are markdown on stdout; progress goes to stderr.
 
-fn main() {}
+mod appends;
+mod logins;
+mod memory;
+mod rebuild;
+mod report;
+mod scratch;
+mod server;
+mod workload;
+
+use clap::{Args, FromArgMatches as _, Parser, Subcommand};
+
+/// Benchmarks of keyledger; run with `cargo run --release -p keyledger-bench -- <what>`.
+#[derive(Parser)]
+#[command(name = "keyledger-bench")]
+struct Cli {
+    #[command(subcommand)]
+    what: What,
+    #[command(flatten)]
+    places: scratch::Places,
+}
+
+#[derive(Subcommand)]
+enum What {
+    /// Appends/s through `EventLog::append` at 1, 8 and 64 writers on SQLite and PostgreSQL,
+    /// beside postgres-es and raw batched INSERTs.
+    Appends(appends::Options),
+    /// Rebuild events/s over a 1M-event log, beside raw `read_all`; and `verify_chain`.
+    Rebuild(rebuild::Options),
+    /// Password logins/s through the real server's HTTP API, beside raw argon2id hashes/s.
+    Logins(logins::Options),
+    /// The real server's resident memory with 1M users in its views.
+    Memory(memory::Options),
+    /// Every benchmark above at its default size.
+    All,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        report::progress(
+            "warning: this is a debug build of the benchmark; use `cargo run --release`",
+        );
+    }
+    machine();
+    let places = &cli.places;
+    match cli.what {
+        What::Appends(options) => appends::run(&options, places).await,
+        What::Rebuild(options) => rebuild::run(&options, places).await,
+        What::Logins(options) => logins::run(&options, places).await,
+        What::Memory(options) => memory::run(&options, places).await,
+        What::All => {
+            appends::run(&defaults()?, places).await?;
+            rebuild::run(&defaults()?, places).await?;
+            logins::run(&defaults()?, places).await?;
+            memory::run(&defaults()?, places).await
+        }
+    }
+}
+
+/// A benchmark's options as the command line would give them with no flags, so `all` uses
+/// exactly the documented defaults.
+fn defaults<T: Args + clap::FromArgMatches>() -> anyhow::Result<T> {
+    let command = T::augment_args(clap::Command::new("defaults"));
+    let matches = command.try_get_matches_from(["defaults"])?;
+    Ok(T::from_arg_matches(&matches)?)
+}
+
+/// The machine the figures were measured on, printed first so a results file says it.
+fn machine() {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1048576.0));
+    println!(
+        "_Machine: {cores} cores, {cpu}, {memory} RAM; keyledger-bench {}_\n",
+        env!("CARGO_PKG_VERSION")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_benchmark_has_defaults_without_flags() {
+        defaults::<appends::Options>().unwrap();
+        defaults::<rebuild::Options>().unwrap();
+        defaults::<logins::Options>().unwrap();
+        defaults::<memory::Options>().unwrap();
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory as _;
+        Cli::command().debug_assert();
+    }
+}

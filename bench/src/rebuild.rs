@@ -1,0 +1,190 @@
+//! Rebuilding the views from position zero over a large log, beside the raw rate at which
+//! `EventLog::read_all` reads the same events (the ceiling of any fold), and the rate at which
+//! `verify_chain` checks them.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use keyledger_store::{Database, EventLog};
+
+use crate::report::{self, Table, per_second, progress};
+use crate::scratch::{Backend, Places};
+use crate::workload;
+
+/// The issue's target for rebuilding, in log events per second.
+const TARGET: f64 = 200_000.0;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Events in the log.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Events per user: one `user.created`, the rest wrong-password logins.
+    #[arg(long, default_value_t = 4)]
+    pub events_per_user: u64,
+    /// Events per `read_all` page of the reference (the projections runner reads 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page: u32,
+    #[arg(long, value_enum, default_value_t = Backend::Sqlite)]
+    pub backend: Backend,
+}
+
+pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.events > 0 && options.events_per_user > 0 && options.page > 0,
+        "--events, --events-per-user and --page must be positive"
+    );
+    let scratch = places.fresh(options.backend).await?;
+    let db = Database::connect(&scratch.url).await?;
+    let log = EventLog::open(db.clone()).await?;
+    let users = options.events.div_ceil(options.events_per_user);
+    let failures = usize::try_from(options.events_per_user - 1)?;
+    progress(format!(
+        "appending {} events ({users} users × {})",
+        users * options.events_per_user,
+        options.events_per_user
+    ));
+    let now = Utc::now();
+    let loaded = workload::load(&log, users, |n| workload::new_user(n, failures, now)).await?;
+
+    progress("reference: read_all over the whole log");
+    let read = read_everything(&log, options.page).await?;
+    anyhow::ensure!(
+        read.0 == loaded.events,
+        "read {} events, appended {}",
+        read.0,
+        loaded.events
+    );
+
+    progress("rebuilding every view");
+    let started = Instant::now();
+    // The runner reports each view's progress; the moment a view reports its last position
+    // is the moment it finished (views are rebuilt one after the other).
+    let mut finished: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    keyledger_projections::rebuild::rebuild(&log, None, |name, position| {
+        if !order.iter().any(|n| n == name) {
+            order.push(name.to_owned());
+        }
+        finished.insert(name.to_owned(), Instant::now());
+        // The runner folds 1000 events per step, so this lands on every 200,000th.
+        if position % 200_000 == 0 {
+            progress(format!("{name}: {position}"));
+        }
+    })
+    .await?;
+    let rebuilt = started.elapsed();
+    let mut per_view = Vec::new();
+    let mut previous = started;
+    for name in &order {
+        if let Some(end) = finished.get(name) {
+            per_view.push((name.clone(), end.duration_since(previous)));
+            previous = *end;
+        }
+    }
+
+    progress("verify_chain over the whole log");
+    let verify_started = Instant::now();
+    let verification = keyledger_store::chain::verify_chain(&log, |_| {}).await?;
+    let verified = verify_started.elapsed();
+    anyhow::ensure!(
+        verification.first_break.is_none() && verification.checked == loaded.events,
+        "the chain did not verify: {verification:?}"
+    );
+
+    drop(log);
+    db.pool().close().await;
+    scratch.remove().await?;
+
+    let events = loaded.events;
+    let read_rate = report::rate(events, read.1);
+    let mut table = Table::new(
+        format!(
+            "rebuild and verify over {} events ({})",
+            report::number(events as f64),
+            options.backend
+        ),
+        &[
+            "figure",
+            "events/s",
+            "time",
+            "reference: `read_all` raw read",
+            "share of reference",
+            "target",
+            "verdict",
+        ],
+    );
+    let rebuild_rate = report::rate(events, rebuilt);
+    table.row(vec![
+        "`rebuild(&log, None, ..)`, all views".into(),
+        per_second(rebuild_rate),
+        report::seconds(rebuilt),
+        per_second(read_rate),
+        format!("{:.1} %", 100.0 * rebuild_rate / read_rate.max(1.0)),
+        format!("≥ {}/s", report::number(TARGET)),
+        format!("**{}**", report::at_least(rebuild_rate, TARGET)),
+    ]);
+    for (name, took) in &per_view {
+        let rate = report::rate(events, *took);
+        table.row(vec![
+            format!("… of which view `{name}`"),
+            per_second(rate),
+            report::seconds(*took),
+            per_second(read_rate),
+            format!("{:.1} %", 100.0 * rate / read_rate.max(1.0)),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    let verify_rate = report::rate(events, verified);
+    table.row(vec![
+        "`verify_chain`".into(),
+        per_second(verify_rate),
+        report::seconds(verified),
+        per_second(read_rate),
+        format!("{:.1} %", 100.0 * verify_rate / read_rate.max(1.0)),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
+        "`read_all` (the reference itself)".into(),
+        per_second(read_rate),
+        report::seconds(read.1),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
+        "loading: `append`, 1 request per user, many in flight".into(),
+        per_second(report::rate(loaded.events, loaded.elapsed)),
+        report::seconds(loaded.elapsed),
+        String::new(),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    table.note(format!(
+        "{users} users, each `user.created` + {failures} × `user.login.failed` (bad password); \
+         `read_all` pages of {} events, as the projections runner reads them",
+        options.page
+    ));
+    table.print();
+    Ok(())
+}
+
+/// Reads the whole log page by page without doing anything with it: (events, time).
+async fn read_everything(log: &EventLog, page: u32) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut after = 0;
+    let mut count = 0;
+    loop {
+        let events = log.read_all(after, page).await?;
+        let Some(last) = events.last() else {
+            return Ok((count, started.elapsed()));
+        };
+        after = last.position;
+        count += events.len() as u64;
+    }
+}
