@@ -89,13 +89,9 @@ async fn measure_backend(
         let reference = match backend {
             Backend::Postgres => {
                 progress(format!("{backend}: postgres-es persist, {writers} writers"));
-                let theirs = postgres_es_persists(
-                    writers,
-                    options.postgres_es_connections,
-                    window,
-                    places,
-                )
-                .await?;
+                let theirs =
+                    postgres_es_persists(writers, options.postgres_es_connections, window, places)
+                        .await?;
                 per_second(theirs.rate())
             }
             Backend::Sqlite => "n/a (PostgreSQL only)".to_owned(),

@@ -53,7 +53,10 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
         options.users > 0 && options.clients > 0 && options.requests > 0,
         "--users, --clients and --requests must be positive"
     );
-    anyhow::ensure!(options.hash_seconds > 0.0, "--hash-seconds must be positive");
+    anyhow::ensure!(
+        options.hash_seconds > 0.0,
+        "--hash-seconds must be positive"
+    );
     let bin = options.server.binary().await?;
     let scratch = places.fresh(options.backend).await?;
     let log_path = scratch
@@ -308,7 +311,8 @@ fn print(options: &Options, logins: &Logins, raw: &RawHashes) {
         format!("**{}**", report::at_least(ratio, TARGET_RATIO)),
     ]);
     let cpu_per_login = logins.server_cpu.as_secs_f64() / logins.ok.max(1) as f64;
-    let cpu_per_hash = raw.elapsed.as_secs_f64() * raw.threads as f64 / raw.verifications.max(1) as f64;
+    let cpu_per_hash =
+        raw.elapsed.as_secs_f64() * raw.threads as f64 / raw.verifications.max(1) as f64;
     table.row(vec![
         "server CPU per login".into(),
         format!("{:.1} ms", cpu_per_login * 1000.0),

@@ -97,9 +97,18 @@ fn machine() {
         .and_then(|info| {
             info.lines()
                 .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
         })
-        .map_or_else(|| "unknown".into(), |kib| format!("{:.1} GiB", kib as f64 / 1048576.0));
+        .map_or_else(
+            || "unknown".into(),
+            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
+        );
     println!(
         "_Machine: {cores} cores, {cpu}, {memory} RAM; keyledger-bench {}_\n",
         env!("CARGO_PKG_VERSION")

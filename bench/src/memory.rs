@@ -125,7 +125,10 @@ async fn exercise(options: &Options, server: &Server, users: u64) -> anyhow::Res
     // A text search and an audit page too: the search scans the whole users view.
     for (path, query) in [
         ("/api/v1/users", [("q", "bench00999"), ("limit", "50")]),
-        ("/api/v1/audit", [("type", "user.created"), ("limit", "200")]),
+        (
+            "/api/v1/audit",
+            [("type", "user.created"), ("limit", "200")],
+        ),
     ] {
         client
             .get(server.url(path))
@@ -165,9 +168,17 @@ fn print(options: &Options, empty: &Observed, full: &Observed) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let rows: [(&str, fn(&Observed) -> u64, bool); 4] = [
         ("VmRSS after start", |o| o.started.rss_kib, false),
-        ("VmRSS after the views caught up", |o| o.caught_up.rss_kib, false),
+        (
+            "VmRSS after the views caught up",
+            |o| o.caught_up.rss_kib,
+            false,
+        ),
         ("VmRSS after reads", |o| o.after_reads.rss_kib, true),
-        ("VmHWM (peak) over the run", |o| o.after_reads.peak_kib, true),
+        (
+            "VmHWM (peak) over the run",
+            |o| o.after_reads.peak_kib,
+            true,
+        ),
     ];
     for (label, figure, judged) in rows {
         let (target, verdict) = if judged {

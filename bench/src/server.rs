@@ -60,7 +60,14 @@ async fn build() -> anyhow::Result<()> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     progress("building the server: cargo build --release -p keyledger");
     let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "keyledger", "--bin", "keyledger"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "keyledger",
+            "--bin",
+            "keyledger",
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .stdout(Stdio::null())
@@ -95,7 +102,13 @@ impl Server {
         let log = std::fs::File::create(log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                database_url,
+            ])
             .env("KEYLEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -97,6 +97,28 @@ impl Database {
         })
     }
 
+    /// Refuses a PostgreSQL server that can lose commits it acknowledged: `fsync` or
+    /// `full_page_writes` off (corruption after a crash), or `synchronous_commit` off (the
+    /// latest acknowledged appends vanish after a crash). SQLite is always opened with
+    /// `synchronous = FULL`, so it needs no check.
+    pub async fn refuse_unsafe_durability(&self) -> Result<(), StoreError> {
+        if self.backend != Backend::Postgres {
+            return Ok(());
+        }
+        for setting in ["fsync", "full_page_writes", "synchronous_commit"] {
+            let (value,): (String,) = sqlx::query_as(&format!("SHOW {setting}"))
+                .fetch_one(&self.pool)
+                .await?;
+            if value.eq_ignore_ascii_case("off") {
+                return Err(StoreError::UnsafeDurability {
+                    setting: setting.into(),
+                    value,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Creates every table of this crate if missing. Idempotent, and safe to run from several
     /// processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {

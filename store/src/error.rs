@@ -12,6 +12,11 @@ pub enum StoreError {
     WriterStopped,
     #[error("unsupported database url: {0}")]
     UnsupportedUrl(String),
+    /// The database would acknowledge commits it can lose; the log refuses to run on it.
+    #[error(
+        "refusing to run: PostgreSQL has {setting} = {value}, which can lose acknowledged events"
+    )]
+    UnsafeDurability { setting: String, value: String },
 }
 
 /// Why an append was refused. Every variant but `Store` is the caller's to handle.

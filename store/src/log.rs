@@ -58,6 +58,7 @@ impl EventLog {
     /// Migrates the schema and starts the writer (and, on PostgreSQL, the listener for other
     /// nodes' appends). Must be called inside a Tokio runtime.
     pub async fn open(db: Database) -> Result<EventLog, StoreError> {
+        db.refuse_unsafe_durability().await?;
         db.migrate().await?;
         let listener = match db.backend() {
             Backend::Postgres => Some(listen::listen(&db).await?),

@@ -1137,3 +1137,29 @@ conformance!(
     reopening_the_database_keeps_everything,
     racing_commands_through_the_executor_are_all_recorded,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_a_database_that_can_lose_acknowledged_commits_is_refused() {
+    let url = fresh_postgres_url().await;
+    let name = url.rsplit('/').next().expect("a database name").to_owned();
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&url).await.expect("connect");
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+    ))
+    .execute(&admin)
+    .await
+    .expect("alter database");
+    admin.close().await;
+    let db = Database::connect(&url).await.expect("connect");
+    match EventLog::open(db).await {
+        Err(keyledger_store::StoreError::UnsafeDurability { setting, value }) => {
+            assert_eq!(
+                (setting.as_str(), value.as_str()),
+                ("synchronous_commit", "off")
+            );
+        }
+        Ok(_) => panic!("a log that can lose acknowledged events was opened"),
+        Err(other) => panic!("unexpected error: {other}"),
+    }
+}

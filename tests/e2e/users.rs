@@ -175,3 +175,68 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token(backend: Backend) {
         .await;
     assert_eq!(as_user.status, StatusCode::UNAUTHORIZED);
 }
+
+on_both_backends!(the_audit_trail_filters_by_time_and_pages_by_position);
+
+async fn the_audit_trail_filters_by_time_and_pages_by_position(backend: Backend) {
+    let app = app(backend).await;
+    for name in ["ada", "grace", "hedy", "linus"] {
+        app.create_user(name, None).await;
+    }
+    let head = app.head().await;
+    let all = app
+        .admin_read("/api/v1/audit?type=user.created", head)
+        .await
+        .json()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(all.len(), 4);
+    let third_at = all[2]["recorded_at"].as_str().unwrap().to_owned();
+    let encoded = third_at.replace('+', "%2B").replace(':', "%3A");
+    let from = app
+        .admin_read(
+            &format!("/api/v1/audit?type=user.created&from={encoded}"),
+            head,
+        )
+        .await
+        .json();
+    let positions: Vec<u64> = from["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        positions,
+        [
+            all[2]["position"].as_u64().unwrap(),
+            all[3]["position"].as_u64().unwrap()
+        ]
+    );
+    let to = app
+        .admin_read(
+            &format!("/api/v1/audit?type=user.created&to={encoded}"),
+            head,
+        )
+        .await
+        .json();
+    assert_eq!(to["items"].as_array().unwrap().len(), 2);
+
+    let first_page = app
+        .admin_read("/api/v1/audit?type=user.created&limit=3", head)
+        .await
+        .json();
+    assert_eq!(first_page["items"].as_array().unwrap().len(), 3);
+    let cursor = first_page["next_cursor"].as_u64().unwrap();
+    let second_page = app
+        .admin_read(
+            &format!("/api/v1/audit?type=user.created&limit=3&cursor={cursor}"),
+            head,
+        )
+        .await
+        .json();
+    assert_eq!(second_page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(second_page["items"][0]["position"], all[3]["position"]);
+    assert!(second_page["next_cursor"].is_null());
+}
