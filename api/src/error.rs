@@ -47,8 +47,10 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// `application/problem+json` (RFC 9457) with a stable machine `code`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,
@@ -56,7 +58,9 @@ struct Problem<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+    /// Why a password was refused (`code`, and `min_length` or `max_length` when relevant).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     reason: Option<&'a PasswordRejection>,
 }
 

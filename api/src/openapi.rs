@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{audit, auth, settings, system, users};
@@ -17,10 +18,66 @@ use crate::routes::{audit, auth, settings, system, users};
         audit::list_audit,
         system::healthz, system::metrics,
     ),
-    components(schemas(crate::routes::Written)),
-    modifiers(&BearerSchemes)
+    components(schemas(crate::routes::Written, crate::error::Problem)),
+    modifiers(&BearerSchemes, &ProblemResponses)
 )]
 pub struct ApiDoc;
+
+/// Any operation can answer these, from the extractors and the router, whatever its own
+/// annotation says; each is a problem document.
+struct ProblemResponses;
+
+const SHARED_PROBLEMS: &[(&str, &str)] = &[
+    ("400", "Invalid JSON, body, parameter or value"),
+    ("401", "Missing or invalid credentials, or a failed login"),
+    ("404", "Unknown resource"),
+    ("405", "Method not allowed"),
+    ("409", "Conflict"),
+    ("413", "Body over 64 KiB"),
+    ("415", "Body is not application/json"),
+    ("500", "Internal error"),
+    ("503", "Views have not reached the requested position"),
+];
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in SHARED_PROBLEMS {
+                    let problem = ResponseBuilder::new()
+                        .description(*description)
+                        .content(
+                            "application/problem+json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build();
+                    // A documented answer of the operation's own keeps its description.
+                    let entry = operation
+                        .responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| problem.clone().into());
+                    if let utoipa::openapi::RefOr::T(response) = entry
+                        && response.content.is_empty()
+                    {
+                        response.content = problem.content.clone();
+                    }
+                }
+            }
+        }
+    }
+}
 
 struct BearerSchemes;
 

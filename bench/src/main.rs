@@ -18,7 +18,7 @@ mod scratch;
 mod server;
 mod workload;
 
-use clap::{Args, FromArgMatches as _, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 /// Benchmarks of keyledger; run with `cargo run --release -p keyledger-bench -- <what>`.
 #[derive(Parser)]
@@ -46,6 +46,16 @@ enum What {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Quiet by default: logging costs time inside the measured code. For a look at where
+    // time goes, `KEYLEDGER_BENCH_LOG=sqlx::query=debug` prints every statement with its
+    // elapsed time.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYLEDGER_BENCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(run(cli))

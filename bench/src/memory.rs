@@ -150,6 +150,9 @@ async fn exercise(options: &Options, server: &Server, users: u64) -> anyhow::Res
     })
 }
 
+/// One memory figure of an observed server, in KiB.
+type Figure = fn(&Observed) -> u64;
+
 fn print(options: &Options, empty: &Observed, full: &Observed) {
     let mut table = Table::new(
         format!(
@@ -166,7 +169,7 @@ fn print(options: &Options, empty: &Observed, full: &Observed) {
         ],
     );
     let mib = |kib: u64| kib as f64 / 1024.0;
-    let rows: [(&str, fn(&Observed) -> u64, bool); 4] = [
+    let rows: [(&str, Figure, bool); 4] = [
         ("VmRSS after start", |o| o.started.rss_kib, false),
         (
             "VmRSS after the views caught up",

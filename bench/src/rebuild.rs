@@ -69,7 +69,7 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
         }
         finished.insert(name.to_owned(), Instant::now());
         // The runner folds 1000 events per step, so this lands on every 200,000th.
-        if position % 200_000 == 0 {
+        if position.is_multiple_of(200_000) {
             progress(format!("{name}: {position}"));
         }
     })

@@ -51,7 +51,6 @@ pub struct Places {
 /// A database that exists only for one measurement.
 pub struct Scratch {
     pub url: String,
-    pub backend: Backend,
     cleanup: Cleanup,
     keep: bool,
 }
@@ -95,7 +94,6 @@ impl Places {
         };
         Ok(Scratch {
             url,
-            backend,
             cleanup,
             keep: self.keep,
         })

@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, RequestContext};
 use crate::state::AppState;
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LockoutSettings {
     pub enabled: bool,
@@ -28,21 +28,22 @@ pub struct LockoutSettings {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LockoutSettingsBody {
-    #[serde(flatten)]
-    pub settings: LockoutSettings,
+    pub enabled: bool,
+    pub max_failures: u32,
+    pub window_seconds: u64,
+    pub lock_seconds: Option<u64>,
     /// Increments with every change; lock events name the version that decided them.
     pub version: u64,
+    /// The log position written by a change (null on reads and on a change to the same policy).
     pub position: Option<u64>,
 }
 
 fn body(policy: &LockoutPolicy, version: u64, position: Option<u64>) -> LockoutSettingsBody {
     LockoutSettingsBody {
-        settings: LockoutSettings {
-            enabled: policy.enabled,
-            max_failures: policy.max_failures,
-            window_seconds: policy.window_seconds,
-            lock_seconds: policy.lock_seconds,
-        },
+        enabled: policy.enabled,
+        max_failures: policy.max_failures,
+        window_seconds: policy.window_seconds,
+        lock_seconds: policy.lock_seconds,
         version,
         position,
     }

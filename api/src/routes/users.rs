@@ -299,7 +299,7 @@ pub async fn list_users(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}",
+#[utoipa::path(get, path = "/api/v1/users/{id}", params(("id" = Uuid, Path, description = "The user id")),
     responses((status = 200, body = UserBody), (status = 404)),
     security(("admin" = [])), tag = "users")]
 pub async fn get_user(
@@ -314,7 +314,7 @@ pub async fn get_user(
     Ok(Json(UserBody::from_row(row, state.clock.now())))
 }
 
-#[utoipa::path(patch, path = "/api/v1/users/{id}", request_body = UpdateUser,
+#[utoipa::path(patch, path = "/api/v1/users/{id}", params(("id" = Uuid, Path, description = "The user id")), request_body = UpdateUser,
     responses((status = 200, body = UserWritten), (status = 404), (status = 409)),
     security(("admin" = [])), tag = "users")]
 pub async fn update_user(
@@ -411,7 +411,7 @@ async fn admin_command(
     }))
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/suspend",
+#[utoipa::path(post, path = "/api/v1/users/{id}/suspend", params(("id" = Uuid, Path, description = "The user id")),
     responses((status = 200, body = UserWritten), (status = 404)),
     security(("admin" = [])), tag = "users")]
 pub async fn suspend_user(
@@ -426,7 +426,7 @@ pub async fn suspend_user(
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/reactivate",
+#[utoipa::path(post, path = "/api/v1/users/{id}/reactivate", params(("id" = Uuid, Path, description = "The user id")),
     responses((status = 200, body = UserWritten), (status = 404)),
     security(("admin" = [])), tag = "users")]
 pub async fn reactivate_user(
@@ -441,7 +441,7 @@ pub async fn reactivate_user(
     .await
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/unlock",
+#[utoipa::path(post, path = "/api/v1/users/{id}/unlock", params(("id" = Uuid, Path, description = "The user id")),
     responses((status = 200, body = UserWritten), (status = 404)),
     security(("admin" = [])), tag = "users")]
 pub async fn unlock_user(
@@ -453,7 +453,7 @@ pub async fn unlock_user(
     admin_command(&state, admin, &request, id, |at| UserCommand::Unlock { at }).await
 }
 
-#[utoipa::path(put, path = "/api/v1/users/{id}/password-management",
+#[utoipa::path(put, path = "/api/v1/users/{id}/password-management", params(("id" = Uuid, Path, description = "The user id")),
     request_body = PasswordManagementBody,
     responses((status = 200, body = UserWritten), (status = 404)),
     security(("admin" = [])), tag = "users")]
@@ -473,7 +473,7 @@ pub async fn set_password_management(
     .await
 }
 
-#[utoipa::path(put, path = "/api/v1/users/{id}/password", request_body = SetPasswordBody,
+#[utoipa::path(put, path = "/api/v1/users/{id}/password", params(("id" = Uuid, Path, description = "The user id")), request_body = SetPasswordBody,
     responses((status = 200, body = Written), (status = 400), (status = 404), (status = 409)),
     security(("admin" = [])), tag = "users")]
 pub async fn set_password(
