@@ -207,6 +207,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: args.admin_token,
     };
     let (state, generated) = keyledger_api::start(log, progress, options).await?;
+    let sweeper =
+        keyledger_api::housekeeping::spawn_session_sweeper(state.clone(), stop_tx.subscribe());
     if let Some(token) = generated {
         // Printed once, on the first start without KEYLEDGER_ADMIN_TOKEN; only its hash is kept.
         println!("admin token (shown once, keep it): {token}");
@@ -219,6 +221,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%address, "listening");
     keyledger_api::run(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
+    let _ = sweeper.await;
     for follower in followers {
         let _ = follower.await;
     }

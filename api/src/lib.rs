@@ -12,6 +12,7 @@ pub mod clock;
 pub mod commands;
 pub mod error;
 pub mod extract;
+pub mod housekeeping;
 pub mod metrics;
 pub mod openapi;
 pub mod passwords;
@@ -57,6 +58,10 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/settings/lockout",
             get(settings::get_lockout).put(settings::put_lockout),
+        )
+        .route(
+            "/settings/password",
+            get(settings::get_password).put(settings::put_password),
         )
         .route("/login", post(auth::login))
         .route("/logout", post(auth::logout))

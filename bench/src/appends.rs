@@ -66,6 +66,7 @@ async fn measure_backend(
     window: Window,
     places: &Places,
 ) -> anyhow::Result<Table> {
+    let busy = report::cpu_busy().await;
     progress(format!("{backend}: raw INSERT references"));
     let raw = raw_batched_insert(backend, options.raw_batch, window, places).await?;
     let single = raw_single_row_commits(backend, window, places).await?;
@@ -140,6 +141,7 @@ async fn measure_backend(
         window.warmup.as_secs_f64(),
         options.raw_batch
     ));
+    table.note(report::load_note(busy));
     Ok(table)
 }
 

@@ -58,6 +58,7 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
         "--hash-seconds must be positive"
     );
     let bin = options.server.binary().await?;
+    let busy = report::cpu_busy().await;
     let scratch = places.fresh(options.backend).await?;
     let log_path = scratch
         .dir()
@@ -79,7 +80,7 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
     if options.backend == Backend::Sqlite {
         let _ = std::fs::remove_file(&log_path);
     }
-    print(options, &logins, &raw);
+    print(options, &logins, &raw, busy);
     Ok(())
 }
 
@@ -287,7 +288,7 @@ async fn raw_verifications(duration: Duration) -> anyhow::Result<RawHashes> {
     .context("the hashing reference panicked")?
 }
 
-fn print(options: &Options, logins: &Logins, raw: &RawHashes) {
+fn print(options: &Options, logins: &Logins, raw: &RawHashes, busy: Option<f64>) {
     let login_rate = report::rate(logins.ok, logins.elapsed);
     let raw_rate = report::rate(raw.verifications, raw.elapsed);
     let ratio = login_rate / raw_rate.max(f64::MIN_POSITIVE);
@@ -346,5 +347,6 @@ fn print(options: &Options, logins: &Logins, raw: &RawHashes) {
         "argon2id m={M_COST_KIB} KiB, t={T_COST}, p={P_COST} (the server's defaults); the \
          server allows one hash per core at a time (`KEYLEDGER_HASH_CONCURRENCY` unset)"
     ));
+    table.note(report::load_note(busy));
     table.print();
 }

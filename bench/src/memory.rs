@@ -46,10 +46,11 @@ struct Observed {
 pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
     anyhow::ensure!(options.users > 0, "--users must be positive");
     let bin = options.server.binary().await?;
+    let busy = report::cpu_busy().await;
     progress("reference: the server on an empty database");
     let empty = observe(options, places, &bin, 0).await?;
     let full = observe(options, places, &bin, options.users).await?;
-    print(options, &empty, &full);
+    print(options, &empty, &full, busy);
     Ok(())
 }
 
@@ -153,7 +154,7 @@ async fn exercise(options: &Options, server: &Server, users: u64) -> anyhow::Res
 /// One memory figure of an observed server, in KiB.
 type Figure = fn(&Observed) -> u64;
 
-fn print(options: &Options, empty: &Observed, full: &Observed) {
+fn print(options: &Options, empty: &Observed, full: &Observed, busy: Option<f64>) {
     let mut table = Table::new(
         format!(
             "server resident memory with {} users in the views ({})",
@@ -222,5 +223,6 @@ fn print(options: &Options, empty: &Observed, full: &Observed) {
         "the users were appended through `EventLog::append` before the server started, so \
          the server folds all of them into `users_view` and `audit_view` at startup",
     );
+    table.note(report::load_note(busy));
     table.print();
 }

@@ -35,6 +35,7 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
         options.events > 0 && options.events_per_user > 0 && options.page > 0,
         "--events, --events-per-user and --page must be positive"
     );
+    let busy = report::cpu_busy().await;
     let scratch = places.fresh(options.backend).await?;
     let db = Database::connect(&scratch.url).await?;
     let log = EventLog::open(db.clone()).await?;
@@ -170,6 +171,7 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
          `read_all` pages of {} events, as the projections runner reads them",
         options.page
     ));
+    table.note(report::load_note(busy));
     table.print();
     Ok(())
 }

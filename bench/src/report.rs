@@ -59,6 +59,50 @@ pub fn progress(message: impl AsRef<str>) {
     eprintln!("[bench] {}", message.as_ref());
 }
 
+/// How busy the machine's CPUs were over a second, from `/proc/stat` (busy = not idle and
+/// not waiting for I/O). Taken before a benchmark: the machine may be shared, and a figure
+/// measured next to someone else's compile job says little.
+pub fn cpu_busy_now() -> Option<f64> {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let fields: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let total: u64 = fields.iter().sum();
+        // Fields 3 and 4 are idle and iowait.
+        let idle = fields.get(3)? + fields.get(4)?;
+        Some((total, idle))
+    }
+    let (total0, idle0) = sample()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (total1, idle1) = sample()?;
+    let total = total1.checked_sub(total0)?;
+    let idle = idle1.checked_sub(idle0)?;
+    (total > 0).then(|| 100.0 * (total - idle.min(total)) as f64 / total as f64)
+}
+
+/// [`cpu_busy_now`] off the async workers.
+pub async fn cpu_busy() -> Option<f64> {
+    tokio::task::spawn_blocking(cpu_busy_now)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// A note on how busy the machine was before a benchmark started.
+pub fn load_note(busy: Option<f64>) -> String {
+    match busy {
+        Some(busy) if busy > 20.0 => format!(
+            "**the machine was {busy:.0} % busy before this benchmark started (other \
+             processes): its figures are unreliable, run it again on a quiet machine**"
+        ),
+        Some(busy) => format!("machine CPU busy before the run: {busy:.0} %"),
+        None => "machine load before the run: unknown (no /proc/stat)".into(),
+    }
+}
+
 /// Items per second.
 pub fn rate(count: u64, elapsed: Duration) -> f64 {
     let seconds = elapsed.as_secs_f64();

@@ -1,0 +1,37 @@
+//! Background chores of a running server.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::state::AppState;
+
+/// How often expired sessions are deleted. Expired sessions are already refused when used;
+/// this only keeps the table from growing forever.
+const SESSION_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// One sweep: deletes sessions past their idle or absolute limit. Returns how many.
+pub async fn sweep_expired_sessions(state: &AppState) -> Result<u64, keyledger_store::StoreError> {
+    state.sessions.delete_expired(state.clock.now()).await
+}
+
+/// Sweeps every [`SESSION_SWEEP_INTERVAL`] until `shutdown` turns true.
+pub fn spawn_session_sweeper(
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SESSION_SWEEP_INTERVAL) => {}
+                _ = shutdown.changed() => return,
+            }
+            match sweep_expired_sessions(&state).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::debug!(deleted, "expired sessions deleted"),
+                Err(error) => tracing::warn!(%error, "session sweep failed"),
+            }
+        }
+    })
+}
