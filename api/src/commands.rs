@@ -1,17 +1,18 @@
 //! Running domain commands from handlers: the context they run under, how their errors map to
 //! problem answers, and the side effects that follow some events.
 
-use keyledger_domain::password::{PasswordFacts, normalize};
+use keyledger_domain::password::{HashParams, PasswordFacts, normalize};
 use keyledger_domain::tenant::Tenant;
-use keyledger_domain::user::{User, UserError, UserEvent};
+use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
-    Actor, AppendError, ClaimKey, CommandContext, ExecuteError, SecretWrite, StreamId,
+    Actor, AppendError, ClaimKey, CommandContext, ExecuteError, SecretWrite, SideWrites, StreamId,
 };
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::RequestContext;
 use crate::metrics::Metrics;
+use crate::routes::Written;
 use crate::state::AppState;
 
 /// The secret kind under which a user's password hash is kept beside the log.
@@ -100,6 +101,16 @@ pub struct Proposal {
     pub phc: Option<String>,
 }
 
+impl Proposal {
+    /// What the aggregate judges: the facts, and how the hash was (or would be) made.
+    pub fn proposed(&self, hash: HashParams) -> ProposedPassword {
+        ProposedPassword {
+            facts: self.facts.clone(),
+            hash,
+        }
+    }
+}
+
 pub async fn propose_password(
     state: &AppState,
     tenant: &Tenant,
@@ -165,14 +176,42 @@ pub async fn end_sessions_if_needed(
     Ok(())
 }
 
-/// Words a password may not equal: the username, the email and its local part.
-pub fn context_words(user: &User) -> Vec<String> {
-    let mut words = vec![user.username().to_owned()];
-    if let Some(email) = user.email() {
-        words.push(email.to_owned());
-        if let Some((local, _)) = email.split_once('@') {
-            words.push(local.to_owned());
-        }
+/// Words a password may not equal: the username and the email (the domain adds the email's
+/// local part and the service name).
+pub fn context_words(user: &User) -> Vec<&str> {
+    [Some(user.username()), user.email()]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Runs a password command (set by an admin, changed by the user) with its hash kept beside
+/// the log, and answers with the position written; a recorded refusal is still a refusal for
+/// the caller.
+pub async fn run_password_command(
+    state: &AppState,
+    user_id: Uuid,
+    command: UserCommand,
+    ctx: &CommandContext,
+    phc: Option<&String>,
+) -> Result<Written, ApiError> {
+    let executed = state
+        .users
+        .execute(&user_id.to_string(), command, &(), ctx, |_, _, events| {
+            SideWrites {
+                claims: Vec::new(),
+                secrets: password_secret(events, phc),
+            }
+        })
+        .await
+        .map_err(user_error)?;
+    if let Some(reason) = executed.events.iter().find_map(|e| match e {
+        UserEvent::PasswordRejected(r) => Some(r.reason.clone()),
+        _ => None,
+    }) {
+        return Err(ApiError::PasswordRejected(reason));
     }
-    words
+    Ok(Written {
+        position: executed.appended.map(|a| a.last_position),
+    })
 }

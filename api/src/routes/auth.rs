@@ -5,8 +5,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use keyledger_domain::DEFAULT_TENANT_ID;
-use keyledger_domain::password::normalize;
-use keyledger_domain::user::{ProposedPassword, UserCommand, UserEvent, unknown_login};
+use keyledger_domain::password::{PasswordFacts, normalize};
+use keyledger_domain::user::{UserCommand, UserEvent, unknown_login};
 use keyledger_domain::values::{Email, Username};
 use keyledger_store::executor::encode_event;
 use keyledger_store::{Actor, ActorKind, AppendRequest, ExpectedVersion, SideWrites, StreamId};
@@ -15,10 +15,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Written;
-use super::users::{UserBody, password_outcome};
+use super::users::UserBody;
 use crate::commands::{
-    PASSWORD_SECRET, claim, context, context_words, end_sessions_if_needed, password_secret,
-    propose_password, tenant, user_error, user_stream,
+    PASSWORD_SECRET, Proposal, claim, context, context_words, end_sessions_if_needed,
+    password_secret, propose_password, run_password_command, tenant, user_error, user_stream,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext, UserSession};
@@ -263,7 +263,6 @@ pub async fn change_password(
         .await
         .map_err(ApiError::internal)?;
     let words = context_words(&user);
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     // A wrong current password is refused before any hashing of the new one.
     let proposal = if current.matches {
         propose_password(
@@ -275,32 +274,25 @@ pub async fn change_password(
         )
         .await?
     } else {
-        crate::commands::Proposal {
-            facts: keyledger_domain::password::PasswordFacts::measure(&body.new_password, &words),
+        Proposal {
+            facts: PasswordFacts::measure(&body.new_password, &words),
             phc: None,
         }
     };
     let ctx = context(&state, session.tenant_id, &request, session.actor());
     let command = UserCommand::ChangePassword {
         current_password_ok: current.matches,
-        proposal: ProposedPassword {
-            facts: proposal.facts.clone(),
-            hash: state.passwords.params(),
-        },
+        proposal: proposal.proposed(state.passwords.params()),
         policy: tenant.password_policy().clone(),
         at: ctx.now,
     };
-    let phc = proposal.phc.as_ref();
-    let executed = state
-        .users
-        .execute(&id, command, &(), &ctx, |_, _, events| SideWrites {
-            claims: Vec::new(),
-            secrets: password_secret(events, phc),
-        })
-        .await
-        .map_err(user_error)?;
-    password_outcome(&executed.events)?;
-    Ok(Json(Written {
-        position: executed.appended.map(|a| a.last_position),
-    }))
+    let written = run_password_command(
+        &state,
+        session.user_id,
+        command,
+        &ctx,
+        proposal.phc.as_ref(),
+    )
+    .await?;
+    Ok(Json(written))
 }

@@ -2,11 +2,12 @@
 
 use axum::Json;
 use axum::extract::State;
+use chrono::{DateTime, Utc};
 use keyledger_domain::DEFAULT_TENANT_ID;
 use keyledger_domain::lockout::LockoutPolicy;
 use keyledger_domain::password::PasswordPolicy;
-use keyledger_domain::tenant::{TenantCommand, TenantError};
-use keyledger_store::{ExecuteError, SideWrites};
+use keyledger_domain::tenant::{Tenant, TenantCommand, TenantError};
+use keyledger_store::{ExecuteError, Executed, SideWrites};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -80,21 +81,10 @@ pub async fn put_lockout(
         window_seconds: settings.window_seconds,
         lock_seconds: settings.lock_seconds,
     };
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let executed = state
-        .tenants
-        .execute(
-            &DEFAULT_TENANT_ID.to_string(),
-            TenantCommand::ChangeLockoutPolicy {
-                policy,
-                at: ctx.now,
-            },
-            &(),
-            &ctx,
-            |_, _, _| SideWrites::default(),
-        )
-        .await
-        .map_err(settings_error)?;
+    let executed = change_policy(&state, admin, &request, |at| {
+        TenantCommand::ChangeLockoutPolicy { policy, at }
+    })
+    .await?;
     let tenant = executed.aggregate;
     Ok(Json(body(
         tenant.lockout_policy(),
@@ -157,25 +147,35 @@ pub async fn put_password(
         min_length_with_second_factor: settings.min_length_with_second_factor,
         max_length: settings.max_length,
     };
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let executed = state
+    let executed = change_policy(&state, admin, &request, |at| {
+        TenantCommand::ChangePasswordPolicy { policy, at }
+    })
+    .await?;
+    Ok(Json(password_body(
+        executed.aggregate.password_policy(),
+        executed.appended.map(|a| a.last_position),
+    )))
+}
+
+/// Runs a policy change on the tenant; changing to the current policy writes nothing.
+async fn change_policy(
+    state: &AppState,
+    admin: Admin,
+    request: &RequestContext,
+    command: impl FnOnce(DateTime<Utc>) -> TenantCommand,
+) -> Result<Executed<Tenant>, ApiError> {
+    let ctx = context(state, DEFAULT_TENANT_ID, request, admin.actor);
+    state
         .tenants
         .execute(
             &DEFAULT_TENANT_ID.to_string(),
-            TenantCommand::ChangePasswordPolicy {
-                policy,
-                at: ctx.now,
-            },
+            command(ctx.now),
             &(),
             &ctx,
             |_, _, _| SideWrites::default(),
         )
         .await
-        .map_err(settings_error)?;
-    Ok(Json(password_body(
-        executed.aggregate.password_policy(),
-        executed.appended.map(|a| a.last_position),
-    )))
+        .map_err(settings_error)
 }
 
 fn settings_error(e: ExecuteError<TenantError>) -> ApiError {

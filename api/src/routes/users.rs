@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserEvent};
+use keyledger_domain::user::{User, UserCommand};
 use keyledger_domain::values::{DisplayName, Email, Username};
 use keyledger_projections::UsersView;
 use keyledger_projections::views::users::{UserFilter, UserRow};
@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::Written;
 use crate::commands::{
     claim, context, context_words, end_sessions_if_needed, password_secret, propose_password,
-    tenant, user_error,
+    run_password_command, tenant, user_error,
 };
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery, ReadAfter, RequestContext};
@@ -193,14 +193,10 @@ pub async fn create_user(
     let tenant = tenant(&state, tenant_id).await?;
     let proposal = match &body.password {
         Some(password) => {
-            let mut words = vec![username.as_str().to_owned()];
-            if let Some(email) = &email {
-                words.push(email.as_str().to_owned());
-                if let Some((local, _)) = email.as_str().split_once('@') {
-                    words.push(local.to_owned());
-                }
-            }
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            let words: Vec<&str> = [Some(username.as_str()), email.as_ref().map(Email::as_str)]
+                .into_iter()
+                .flatten()
+                .collect();
             Some(propose_password(&state, &tenant, password, &words, false).await?)
         }
         None => None,
@@ -213,10 +209,9 @@ pub async fn create_user(
         username: username.clone(),
         email: email.clone(),
         display_name,
-        initial_password: proposal.as_ref().map(|p| ProposedPassword {
-            facts: p.facts.clone(),
-            hash: state.passwords.params(),
-        }),
+        initial_password: proposal
+            .as_ref()
+            .map(|p| p.proposed(state.passwords.params())),
         password_policy: tenant.password_policy().clone(),
         at: ctx.now,
     };
@@ -492,49 +487,20 @@ pub async fn set_password(
         return Err(ApiError::NotFound("user"));
     }
     let tenant = tenant(&state, user.tenant_id()).await?;
-    let words = context_words(&user);
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let proposal = propose_password(
         &state,
         &tenant,
         &body.password,
-        &words,
+        &context_words(&user),
         user.has_second_factor(),
     )
     .await?;
     let ctx = context(&state, user.tenant_id(), &request, admin.actor);
     let command = UserCommand::SetPassword {
-        proposal: ProposedPassword {
-            facts: proposal.facts.clone(),
-            hash: state.passwords.params(),
-        },
+        proposal: proposal.proposed(state.passwords.params()),
         policy: tenant.password_policy().clone(),
         at: ctx.now,
     };
-    let phc = proposal.phc.as_ref();
-    let executed = state
-        .users
-        .execute(&id.to_string(), command, &(), &ctx, |_, _, events| {
-            SideWrites {
-                claims: Vec::new(),
-                secrets: password_secret(events, phc),
-            }
-        })
-        .await
-        .map_err(user_error)?;
-    password_outcome(&executed.events)?;
-    Ok(Json(Written {
-        position: executed.appended.map(|a| a.last_position),
-    }))
-}
-
-/// A recorded refusal is still a refusal for the caller.
-pub fn password_outcome(events: &[UserEvent]) -> Result<(), ApiError> {
-    match events.iter().find_map(|e| match e {
-        UserEvent::PasswordRejected(r) => Some(r.reason.clone()),
-        _ => None,
-    }) {
-        Some(reason) => Err(ApiError::PasswordRejected(reason)),
-        None => Ok(()),
-    }
+    let written = run_password_command(&state, id, command, &ctx, proposal.phc.as_ref()).await?;
+    Ok(Json(written))
 }
