@@ -204,7 +204,7 @@ fn print(options: &Options, empty: &Observed, full: &Observed, busy: Option<f64>
     table.row(vec![
         "views catch-up after start".into(),
         format!(
-            "{} ({} events/s per view)",
+            "{} ({} events/s, both views at once)",
             report::seconds(full.catch_up),
             report::number(report::rate(full.folded, full.catch_up))
         ),

@@ -268,6 +268,19 @@ impl TestApp {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A counter or gauge from `/metrics`.
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .request(Method::GET, "/metrics", None, None, &[])
+            .await
+            .text();
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+    }
+
     /// Position of the newest event in the log.
     pub async fn head(&self) -> u64 {
         self.request(Method::GET, "/healthz", None, None, &[])
