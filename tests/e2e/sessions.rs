@@ -41,23 +41,25 @@ async fn locking_an_account_ends_its_sessions(backend: Backend) {
 }
 
 async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend) {
+    // Real time passes here: the limits are whole seconds, and the margins (over a second)
+    // are wide enough for a loaded machine's request latency.
     let idle = TestApp::spawn_with(
         BIN,
         backend,
         &[
-            ("KEYLEDGER_SESSION_IDLE_SECONDS", "1"),
+            ("KEYLEDGER_SESSION_IDLE_SECONDS", "2"),
             ("KEYLEDGER_SESSION_ABSOLUTE_SECONDS", "60"),
         ],
     )
     .await;
     idle.create_user("ada", Some(GOOD_PASSWORD)).await;
     let session = token(&idle, "ada").await;
-    // Activity within the idle limit keeps the session alive.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // Activity within the idle limit keeps the session alive past it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(me(&idle, &session).await, StatusCode::OK);
     }
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(me(&idle, &session).await, StatusCode::UNAUTHORIZED);
 
     let absolute = TestApp::spawn_with(
@@ -65,17 +67,18 @@ async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend)
         backend,
         &[
             ("KEYLEDGER_SESSION_IDLE_SECONDS", "60"),
-            ("KEYLEDGER_SESSION_ABSOLUTE_SECONDS", "2"),
+            ("KEYLEDGER_SESSION_ABSOLUTE_SECONDS", "3"),
         ],
     )
     .await;
     absolute.create_user("ada", Some(GOOD_PASSWORD)).await;
     let session = token(&absolute, "ada").await;
-    for _ in 0..4 {
-        assert_eq!(me(&absolute, &session).await, StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let logged_in = std::time::Instant::now();
+    assert_eq!(me(&absolute, &session).await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(me(&absolute, &session).await, StatusCode::OK);
+    // However busy it was, the session ends three seconds after login.
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(logged_in.elapsed())).await;
     assert_eq!(me(&absolute, &session).await, StatusCode::UNAUTHORIZED);
 }
 
