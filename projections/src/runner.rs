@@ -36,11 +36,12 @@ pub trait Projection: Send + Sync + 'static {
         &self,
         conn: &mut AnyConnection,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
-    /// Folds one event into the view, inside the runner's transaction.
+    /// Folds a batch of events, in log order, into the view inside the runner's transaction.
+    /// A batch (rather than one event at a time) lets a view write each row once.
     fn apply(
         &self,
         conn: &mut AnyConnection,
-        event: &RecordedEvent,
+        events: &[RecordedEvent],
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 }
 
@@ -87,9 +88,7 @@ pub async fn step<P: Projection>(projection: &P, log: &EventLog) -> Result<Step,
         tx.rollback().await?;
         return Ok(Step::Raced);
     }
-    for event in &events {
-        projection.apply(&mut tx, event).await?;
-    }
+    projection.apply(&mut tx, &events).await?;
     tx.commit().await?;
     Ok(Step::Advanced(last))
 }

@@ -164,8 +164,38 @@ impl Projection for AuditView {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        event: &RecordedEvent,
+        events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            insert(conn, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows per multi-row INSERT: 15 columns each stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+const WIDTH: usize = 15;
+
+async fn insert(conn: &mut AnyConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+    let values = (0..events.len())
+        .map(|r| {
+            let params = (r * WIDTH + 1..=(r + 1) * WIDTH)
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("({params})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO audit_view (position, recorded_at, tenant_id, event_type, stream_kind, \
+         stream_id, user_id, actor_kind, actor_id, request_ip, user_agent, correlation_id, \
+         outcome, reason, identifier) VALUES {values}"
+    );
+    let mut query = sqlx::query(&sql);
+    for event in events {
         let metadata: EventMetadata = event.metadata().map_err(|e| ProjectionError::Malformed {
             position: event.position,
             reason: e.to_string(),
@@ -176,29 +206,23 @@ impl Projection for AuditView {
             .unwrap_or_default();
         let user_id = (event.stream.kind == "user").then(|| event.stream.id.clone());
         let (outcome, reason, identifier) = outcome_of(event);
-        sqlx::query(
-            "INSERT INTO audit_view (position, recorded_at, tenant_id, event_type, stream_kind, \
-             stream_id, user_id, actor_kind, actor_id, request_ip, user_agent, correlation_id, \
-             outcome, reason, identifier) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(to_i64(event.position))
-        .bind(micros(event.recorded_at))
-        .bind(event.tenant_id.to_string())
-        .bind(event.event_type.clone())
-        .bind(event.stream.kind.clone())
-        .bind(event.stream.id.clone())
-        .bind(user_id)
-        .bind(actor_kind)
-        .bind(metadata.actor.id)
-        .bind(metadata.request_ip)
-        .bind(metadata.user_agent)
-        .bind(metadata.correlation_id)
-        .bind(outcome)
-        .bind(reason)
-        .bind(identifier)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        query = query
+            .bind(to_i64(event.position))
+            .bind(micros(event.recorded_at))
+            .bind(event.tenant_id.to_string())
+            .bind(event.event_type.clone())
+            .bind(event.stream.kind.clone())
+            .bind(event.stream.id.clone())
+            .bind(user_id)
+            .bind(actor_kind)
+            .bind(metadata.actor.id)
+            .bind(metadata.request_ip)
+            .bind(metadata.user_agent)
+            .bind(metadata.correlation_id)
+            .bind(outcome)
+            .bind(reason)
+            .bind(identifier);
     }
+    query.execute(&mut *conn).await?;
+    Ok(())
 }

@@ -1,5 +1,7 @@
 //! The users view: one row per user, the columns admins filter and sort on.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use keyledger_domain::user::{LoginFailureReason, UserEvent};
 use keyledger_store::{Database, RecordedEvent};
@@ -141,6 +143,76 @@ fn read_row(row: &AnyRow) -> Result<UserRow, ProjectionError> {
     })
 }
 
+/// Folds one user event into the user's row: `None` before `user.created`. Pure, so a batch
+/// is folded in memory and written once per user.
+pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
+    if let UserEvent::Created(e) = event {
+        *row = Some(UserRow {
+            user_id: e.user_id,
+            tenant_id: e.tenant_id,
+            username: e.username.clone(),
+            email: e.email.clone(),
+            display_name: e.display_name.clone(),
+            status: "active".into(),
+            locked: false,
+            locked_until: None,
+            failed_count: 0,
+            password_externally_managed: false,
+            has_password: false,
+            created_at: e.at,
+            last_login_at: None,
+            position,
+        });
+        return;
+    }
+    // Events of a user the view has never seen cannot happen in a valid log; skip them.
+    let Some(row) = row.as_mut() else { return };
+    row.position = position;
+    match event {
+        UserEvent::Created(_) => {}
+        UserEvent::ProfileUpdated(e) => {
+            if let Some(username) = &e.username {
+                row.username = username.clone();
+            }
+            if let Some(email) = &e.email {
+                row.email = Some(email.clone());
+            }
+            if let Some(display_name) = &e.display_name {
+                row.display_name = Some(display_name.clone());
+            }
+        }
+        UserEvent::Suspended(_) => row.status = "suspended".into(),
+        UserEvent::Reactivated(_) => row.status = "active".into(),
+        UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) => row.has_password = true,
+        UserEvent::PasswordManagementChanged(e) => {
+            row.password_externally_managed = e.externally_managed;
+        }
+        UserEvent::LoginSucceeded(e) => {
+            row.failed_count = 0;
+            row.last_login_at = Some(e.at);
+        }
+        UserEvent::LoginFailed(e) if e.reason == LoginFailureReason::BadPassword => {
+            row.failed_count = row.failed_count.saturating_add(1);
+        }
+        UserEvent::Locked(e) => {
+            row.locked = true;
+            row.locked_until = e.until;
+        }
+        UserEvent::Unlocked(_) => {
+            row.locked = false;
+            row.locked_until = None;
+            row.failed_count = 0;
+        }
+        UserEvent::LoginFailed(_)
+        | UserEvent::PasswordRejected(_)
+        | UserEvent::PasswordRehashed(_) => {}
+    }
+}
+
+/// Rows per multi-row statement: 17 columns each stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 bound parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
 impl Projection for UsersView {
     fn name(&self) -> &'static str {
         NAME
@@ -177,123 +249,229 @@ impl Projection for UsersView {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        event: &RecordedEvent,
+        events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
-        if event.stream.kind != "user" {
+        let mut decoded = Vec::new();
+        for event in events.iter().filter(|e| e.stream.kind == "user") {
+            decoded.push((
+                event.stream.id.as_str(),
+                decode::<UserEvent>(event)?,
+                event.position,
+            ));
+        }
+        if decoded.is_empty() {
             return Ok(());
         }
-        let id = event.stream.id.as_str();
-        let position = i64::try_from(event.position).unwrap_or(i64::MAX);
-        match decode::<UserEvent>(event)? {
-            UserEvent::Created(e) => {
-                sqlx::query(
-                    "INSERT INTO users_view (user_id, tenant_id, username, username_lower, \
-                     email, email_lower, display_name, display_name_lower, status, locked, \
-                     locked_until, failed_count, password_externally_managed, has_password, \
-                     created_at, last_login_at, position) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', 0, NULL, 0, 0, 0, $9, NULL, $10)",
-                )
-                .bind(id)
-                .bind(e.tenant_id.to_string())
-                .bind(e.username.clone())
-                .bind(e.username.to_lowercase())
-                .bind(e.email.clone())
-                .bind(e.email.as_ref().map(|m| m.to_lowercase()))
-                .bind(e.display_name.clone())
-                .bind(e.display_name.as_ref().map(|d| d.to_lowercase()))
-                .bind(micros(e.at))
-                .bind(position)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::ProfileUpdated(e) => {
-                sqlx::query(
-                    "UPDATE users_view SET \
-                     username = COALESCE($1, username), username_lower = COALESCE($2, username_lower), \
-                     email = COALESCE($3, email), email_lower = COALESCE($4, email_lower), \
-                     display_name = COALESCE($5, display_name), \
-                     display_name_lower = COALESCE($6, display_name_lower), \
-                     position = $7 WHERE user_id = $8",
-                )
-                .bind(e.username.clone())
-                .bind(e.username.as_ref().map(|u| u.to_lowercase()))
-                .bind(e.email.clone())
-                .bind(e.email.as_ref().map(|m| m.to_lowercase()))
-                .bind(e.display_name.clone())
-                .bind(e.display_name.as_ref().map(|d| d.to_lowercase()))
-                .bind(position)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::Suspended(_) => set(conn, "status = 'suspended'", position, id).await?,
-            UserEvent::Reactivated(_) => set(conn, "status = 'active'", position, id).await?,
-            UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) => {
-                set(conn, "has_password = 1", position, id).await?
-            }
-            UserEvent::PasswordManagementChanged(e) => {
-                let sql = if e.externally_managed {
-                    "password_externally_managed = 1"
-                } else {
-                    "password_externally_managed = 0"
-                };
-                set(conn, sql, position, id).await?
-            }
-            UserEvent::LoginSucceeded(e) => {
-                sqlx::query(
-                    "UPDATE users_view SET failed_count = 0, last_login_at = $1, position = $2 \
-                     WHERE user_id = $3",
-                )
-                .bind(micros(e.at))
-                .bind(position)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::LoginFailed(e) if e.reason == LoginFailureReason::BadPassword => {
-                set(conn, "failed_count = failed_count + 1", position, id).await?
-            }
-            UserEvent::Locked(e) => {
-                sqlx::query(
-                    "UPDATE users_view SET locked = 1, locked_until = $1, position = $2 \
-                     WHERE user_id = $3",
-                )
-                .bind(e.until.map(micros))
-                .bind(position)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
-            UserEvent::Unlocked(_) => {
-                set(
-                    conn,
-                    "locked = 0, locked_until = NULL, failed_count = 0",
-                    position,
-                    id,
-                )
-                .await?
-            }
-            UserEvent::LoginFailed(_)
-            | UserEvent::PasswordRejected(_)
-            | UserEvent::PasswordRehashed(_) => {}
+        let mut ids: Vec<&str> = decoded.iter().map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows: BTreeMap<String, Option<UserRow>> = load(conn, &ids).await?;
+        for (id, event, position) in &decoded {
+            fold(rows.entry((*id).to_owned()).or_default(), event, *position);
+        }
+        let changed: Vec<UserRow> = rows.into_values().flatten().collect();
+        for chunk in changed.chunks(ROWS_PER_STATEMENT) {
+            upsert(conn, chunk).await?;
         }
         Ok(())
     }
 }
 
-/// `set` is one of the fixed assignments above, never user input.
-async fn set(
+/// The rows of `ids` that exist, by id.
+async fn load(
     conn: &mut AnyConnection,
-    set: &str,
-    position: i64,
-    id: &str,
-) -> Result<(), ProjectionError> {
-    sqlx::query(&format!(
-        "UPDATE users_view SET {set}, position = $1 WHERE user_id = $2"
-    ))
-    .bind(position)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    ids: &[&str],
+) -> Result<BTreeMap<String, Option<UserRow>>, ProjectionError> {
+    let mut rows = BTreeMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM users_view WHERE user_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let row = read_row(&row)?;
+            rows.insert(row.user_id.to_string(), Some(row));
+        }
+    }
+    Ok(rows)
+}
+
+/// `$from, $from+1, …` for `count` parameters.
+fn placeholders(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const WRITE_COLUMNS: [&str; 17] = [
+    "user_id",
+    "tenant_id",
+    "username",
+    "username_lower",
+    "email",
+    "email_lower",
+    "display_name",
+    "display_name_lower",
+    "status",
+    "locked",
+    "locked_until",
+    "failed_count",
+    "password_externally_managed",
+    "has_password",
+    "created_at",
+    "last_login_at",
+    "position",
+];
+
+async fn upsert(conn: &mut AnyConnection, rows: &[UserRow]) -> Result<(), ProjectionError> {
+    let width = WRITE_COLUMNS.len();
+    let values = (0..rows.len())
+        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let updates = WRITE_COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO users_view ({}) VALUES {values} ON CONFLICT (user_id) DO UPDATE SET {updates}",
+        WRITE_COLUMNS.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        query = query
+            .bind(row.user_id.to_string())
+            .bind(row.tenant_id.to_string())
+            .bind(row.username.clone())
+            .bind(row.username.to_lowercase())
+            .bind(row.email.clone())
+            .bind(row.email.as_ref().map(|m| m.to_lowercase()))
+            .bind(row.display_name.clone())
+            .bind(row.display_name.as_ref().map(|d| d.to_lowercase()))
+            .bind(row.status.clone())
+            .bind(i64::from(row.locked))
+            .bind(row.locked_until.map(micros))
+            .bind(i64::from(row.failed_count))
+            .bind(i64::from(row.password_externally_managed))
+            .bind(i64::from(row.has_password))
+            .bind(micros(row.created_at))
+            .bind(row.last_login_at.map(micros))
+            .bind(i64::try_from(row.position).unwrap_or(i64::MAX));
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use keyledger_domain::user::{
+        AccountLocked, AccountUnlocked, LockReason, LoginFailed, LoginMethod, LoginSucceeded,
+        UnlockedBy, UserCreated, UserSuspended,
+    };
+
+    use super::*;
+
+    fn at(second: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + second, 0).unwrap()
+    }
+
+    fn failed(second: i64, reason: LoginFailureReason) -> UserEvent {
+        UserEvent::LoginFailed(LoginFailed {
+            attempt_id: Uuid::nil(),
+            reason,
+            identifier: "ada".into(),
+            at: at(second),
+        })
+    }
+
+    fn folded(events: &[UserEvent]) -> Option<UserRow> {
+        let mut row = None;
+        for (i, event) in events.iter().enumerate() {
+            fold(&mut row, event, i as u64 + 1);
+        }
+        row
+    }
+
+    fn created() -> UserEvent {
+        UserEvent::Created(UserCreated {
+            user_id: Uuid::from_u128(7),
+            tenant_id: Uuid::from_u128(1),
+            username: "Ada".into(),
+            email: Some("ada@example.com".into()),
+            display_name: None,
+            at: at(0),
+        })
+    }
+
+    #[test]
+    fn bad_passwords_count_until_a_success_and_other_failures_do_not() {
+        let row = folded(&[
+            created(),
+            failed(1, LoginFailureReason::BadPassword),
+            failed(2, LoginFailureReason::Suspended),
+            failed(3, LoginFailureReason::BadPassword),
+        ])
+        .unwrap();
+        assert_eq!(row.failed_count, 2);
+        let mut events = vec![created(), failed(1, LoginFailureReason::BadPassword)];
+        events.push(UserEvent::LoginSucceeded(LoginSucceeded {
+            attempt_id: Uuid::nil(),
+            method: LoginMethod::Password,
+            at: at(5),
+        }));
+        let row = folded(&events).unwrap();
+        assert_eq!(row.failed_count, 0);
+        assert_eq!(row.last_login_at, Some(at(5)));
+        assert_eq!(row.position, 3);
+    }
+
+    #[test]
+    fn a_lock_and_an_unlock_change_the_lock_columns() {
+        let locked = UserEvent::Locked(AccountLocked {
+            reason: LockReason::TooManyFailedAttempts,
+            until: Some(at(60)),
+            failed_attempts: Vec::new(),
+            policy_version: 0,
+            at: at(2),
+        });
+        let row = folded(&[
+            created(),
+            failed(1, LoginFailureReason::BadPassword),
+            locked.clone(),
+        ])
+        .unwrap();
+        assert!(row.locked);
+        assert_eq!(row.locked_until, Some(at(60)));
+        assert!(row.is_locked_at(at(59)));
+        assert!(!row.is_locked_at(at(60)), "a lock ends at its until");
+        let unlocked = UserEvent::Unlocked(AccountUnlocked {
+            by: UnlockedBy::Admin,
+            at: at(3),
+        });
+        let row = folded(&[
+            created(),
+            failed(1, LoginFailureReason::BadPassword),
+            locked,
+            unlocked,
+        ])
+        .unwrap();
+        assert!(!row.locked);
+        assert_eq!(row.locked_until, None);
+        assert_eq!(row.failed_count, 0);
+    }
+
+    #[test]
+    fn events_before_creation_are_ignored_and_suspension_sets_the_status() {
+        assert_eq!(folded(&[failed(1, LoginFailureReason::BadPassword)]), None);
+        let row = folded(&[created(), UserEvent::Suspended(UserSuspended { at: at(1) })]).unwrap();
+        assert_eq!(row.status, "suspended");
+        assert_eq!(row.username, "Ada");
+    }
 }
