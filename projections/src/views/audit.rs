@@ -6,7 +6,7 @@ use keyledger_store::{Database, EventMetadata, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
-use super::{from_micros, micros};
+use super::{from_micros, micros, placeholders};
 use crate::checkpoint::{to_i64, to_u64};
 use crate::error::ProjectionError;
 use crate::runner::Projection;
@@ -180,13 +180,7 @@ const WIDTH: usize = 15;
 
 async fn insert(conn: &mut AnyConnection, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
     let values = (0..events.len())
-        .map(|r| {
-            let params = (r * WIDTH + 1..=(r + 1) * WIDTH)
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("({params})")
-        })
+        .map(|r| format!("({})", placeholders(conn, r * WIDTH, WIDTH)))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!(

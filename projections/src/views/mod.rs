@@ -9,6 +9,7 @@ pub use users::UsersView;
 use chrono::{DateTime, TimeZone, Utc};
 use keyledger_store::RecordedEvent;
 use serde::de::DeserializeOwned;
+use sqlx::AnyConnection;
 
 use crate::error::ProjectionError;
 
@@ -25,6 +26,23 @@ fn malformed(event: &RecordedEvent, e: serde_json::Error) -> ProjectionError {
         position: event.position,
         reason: e.to_string(),
     }
+}
+
+/// `count` bind parameters for a statement whose earlier parameters number `before`. SQLite
+/// gets anonymous `?`: sqlx binds a named `$N` there by looking its name up in a list, which
+/// makes a statement with thousands of parameters quadratic to bind. PostgreSQL needs `$N`.
+pub(crate) fn placeholders(conn: &AnyConnection, before: usize, count: usize) -> String {
+    let sqlite = conn.backend_name().eq_ignore_ascii_case("sqlite");
+    (before + 1..=before + count)
+        .map(|n| {
+            if sqlite {
+                "?".to_owned()
+            } else {
+                format!("${n}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn micros(at: DateTime<Utc>) -> i64 {

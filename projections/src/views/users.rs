@@ -8,7 +8,7 @@ use keyledger_store::{Database, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
-use super::{decode, from_micros, micros};
+use super::{decode, from_micros, micros, placeholders};
 use crate::error::ProjectionError;
 use crate::runner::Projection;
 
@@ -286,7 +286,7 @@ async fn load(
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT {COLUMNS} FROM users_view WHERE user_id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(conn, 0, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -298,14 +298,6 @@ async fn load(
         }
     }
     Ok(rows)
-}
-
-/// `$from, $from+1, …` for `count` parameters.
-fn placeholders(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 const WRITE_COLUMNS: [&str; 17] = [
@@ -331,7 +323,7 @@ const WRITE_COLUMNS: [&str; 17] = [
 async fn upsert(conn: &mut AnyConnection, rows: &[UserRow]) -> Result<(), ProjectionError> {
     let width = WRITE_COLUMNS.len();
     let values = (0..rows.len())
-        .map(|r| format!("({})", placeholders(r * width + 1, width)))
+        .map(|r| format!("({})", placeholders(conn, r * width, width)))
         .collect::<Vec<_>>()
         .join(", ");
     let updates = WRITE_COLUMNS[1..]
