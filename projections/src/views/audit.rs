@@ -6,6 +6,7 @@ use keyledger_store::{Database, EventMetadata, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
+use super::select::{Param, Select};
 use super::{from_micros, micros, placeholders};
 use crate::checkpoint::{to_i64, to_u64};
 use crate::error::ProjectionError;
@@ -60,27 +61,34 @@ impl AuditView {
             Some(t) => (Some(t.to_owned()), None),
             None => (None, None),
         };
-        let rows = sqlx::query(
-            "SELECT position, recorded_at, tenant_id, event_type, stream_kind, stream_id, user_id, \
-             actor_kind, actor_id, request_ip, user_agent, correlation_id, outcome, reason, identifier \
-             FROM audit_view WHERE tenant_id = $1 AND position > $2 \
-             AND ($3 IS NULL OR user_id = $3) \
-             AND ($4 IS NULL OR event_type = $4) \
-             AND ($5 IS NULL OR event_type LIKE $5) \
-             AND ($6 IS NULL OR recorded_at >= $6) \
-             AND ($7 IS NULL OR recorded_at < $7) \
-             ORDER BY position LIMIT $8",
-        )
-        .bind(tenant_id.to_string())
-        .bind(to_i64(filter.after))
-        .bind(filter.user_id.map(|u| u.to_string()))
-        .bind(exact)
-        .bind(prefix)
-        .bind(filter.from.map(micros))
-        .bind(filter.to.map(micros))
-        .bind(i64::from(filter.limit))
-        .fetch_all(db.pool())
-        .await?;
+        let mut select = Select::new(
+            db,
+            "SELECT position, recorded_at, tenant_id, event_type, stream_kind, stream_id, \
+             user_id, actor_kind, actor_id, request_ip, user_agent, correlation_id, outcome, \
+             reason, identifier FROM audit_view",
+        );
+        select.and("tenant_id = ?", [Param::Text(tenant_id.to_string())]);
+        select.and("position > ?", [Param::Int(to_i64(filter.after))]);
+        if let Some(user_id) = filter.user_id {
+            select.and("user_id = ?", [Param::Text(user_id.to_string())]);
+        }
+        if let Some(exact) = exact {
+            select.and("event_type = ?", [Param::Text(exact)]);
+        }
+        if let Some(prefix) = prefix {
+            select.and("event_type LIKE ?", [Param::Text(prefix)]);
+        }
+        if let Some(from) = filter.from {
+            select.and("recorded_at >= ?", [Param::Int(micros(from))]);
+        }
+        if let Some(to) = filter.to {
+            select.and("recorded_at < ?", [Param::Int(micros(to))]);
+        }
+        select.then(
+            "ORDER BY position LIMIT ?",
+            [Param::Int(i64::from(filter.limit))],
+        );
+        let rows = select.fetch_all(db).await?;
         rows.iter().map(read_row).collect()
     }
 }
@@ -145,6 +153,7 @@ impl Projection for AuditView {
                 event_type TEXT NOT NULL, stream_kind TEXT NOT NULL, stream_id TEXT NOT NULL, \
                 user_id TEXT, actor_kind TEXT NOT NULL, actor_id TEXT, request_ip TEXT, \
                 user_agent TEXT, correlation_id TEXT, outcome TEXT, reason TEXT, identifier TEXT)",
+            "CREATE INDEX IF NOT EXISTS audit_view_tenant ON audit_view (tenant_id, position)",
             "CREATE INDEX IF NOT EXISTS audit_view_user ON audit_view (tenant_id, user_id, position)",
             "CREATE INDEX IF NOT EXISTS audit_view_type ON audit_view (tenant_id, event_type, position)",
             "CREATE INDEX IF NOT EXISTS audit_view_time ON audit_view (tenant_id, recorded_at)",

@@ -1,6 +1,7 @@
 //! One module per view.
 
 pub mod audit;
+mod select;
 pub mod users;
 
 pub use audit::AuditView;

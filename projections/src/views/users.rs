@@ -8,6 +8,7 @@ use keyledger_store::{Database, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
+use super::select::{Param, Select};
 use super::{decode, from_micros, micros, placeholders};
 use crate::error::ProjectionError;
 use crate::runner::Projection;
@@ -80,30 +81,37 @@ impl UsersView {
         filter: &UserFilter,
         now: DateTime<Utc>,
     ) -> Result<Vec<UserRow>, ProjectionError> {
-        // Placeholders must first appear in ascending order (SQLite numbers them by
-        // appearance), so every optional filter is always present and switched off by NULL.
-        let sql = format!(
-            "SELECT {COLUMNS} FROM users_view WHERE tenant_id = $1 \
-             AND ($2 IS NULL OR status = $2) \
-             AND ($3 IS NULL OR (CASE WHEN locked = 1 AND (locked_until IS NULL OR locked_until > $4) THEN 1 ELSE 0 END) = $3) \
-             AND ($5 IS NULL OR username_lower LIKE $5 OR email_lower LIKE $5 OR display_name_lower LIKE $5) \
-             AND ($6 IS NULL OR user_id > $6) \
-             ORDER BY user_id LIMIT $7"
+        let mut select = Select::new(db, &format!("SELECT {COLUMNS} FROM users_view"));
+        select.and("tenant_id = ?", [Param::Text(tenant_id.to_string())]);
+        if let Some(status) = &filter.status {
+            select.and("status = ?", [Param::Text(status.clone())]);
+        }
+        match filter.locked {
+            Some(true) => select.and(
+                "locked = 1 AND (locked_until IS NULL OR locked_until > ?)",
+                [Param::Int(micros(now))],
+            ),
+            Some(false) => select.and(
+                "(locked = 0 OR locked_until <= ?)",
+                [Param::Int(micros(now))],
+            ),
+            None => {}
+        }
+        if let Some(text) = &filter.text {
+            let pattern = format!("%{}%", escape_like(&text.to_lowercase()));
+            select.and(
+                "(username_lower LIKE ? OR email_lower LIKE ? OR display_name_lower LIKE ?)",
+                std::iter::repeat_n(pattern, 3).map(Param::Text),
+            );
+        }
+        if let Some(after) = filter.after {
+            select.and("user_id > ?", [Param::Text(after.to_string())]);
+        }
+        select.then(
+            "ORDER BY user_id LIMIT ?",
+            [Param::Int(i64::from(filter.limit))],
         );
-        let text = filter
-            .text
-            .as_ref()
-            .map(|t| format!("%{}%", escape_like(&t.to_lowercase())));
-        let rows = sqlx::query(&sql)
-            .bind(tenant_id.to_string())
-            .bind(filter.status.clone())
-            .bind(filter.locked.map(i64::from))
-            .bind(micros(now))
-            .bind(text)
-            .bind(filter.after.map(|a| a.to_string()))
-            .bind(i64::from(filter.limit))
-            .fetch_all(db.pool())
-            .await?;
+        let rows = select.fetch_all(db).await?;
         rows.iter().map(read_row).collect()
     }
 }
