@@ -210,14 +210,13 @@ impl FromRequestParts<AppState> for UserSession {
             .authenticate(token_hash, now)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        // Suspension and locks end sessions when they happen; this check also covers a
-        // crash between that event and the session revocation.
-        let (user, _) = state
-            .users
-            .load(&session.user_id.to_string())
-            .await
-            .map_err(ApiError::internal)?;
-        if !user.exists() || user.is_suspended() || user.is_locked_at(now) {
+        // Suspension and locks revoke sessions when they happen; this read of the users view
+        // also covers a crash between that event and the revocation. (The view, not the
+        // user's stream: a stream grows with every login, a view row does not.)
+        let row =
+            keyledger_projections::UsersView::get(state.db(), session.tenant_id, session.user_id)
+                .await?;
+        if row.is_some_and(|row| row.status == "suspended" || row.is_locked_at(now)) {
             return Err(ApiError::Unauthorized);
         }
         Ok(Self {
