@@ -402,3 +402,36 @@ async fn the_tenant_password_policy_is_configurable_within_nist_bounds(backend: 
         .await;
     assert_eq!(long.status, StatusCode::OK, "{}", long.text());
 }
+
+on_both_backends!(the_whole_password_is_verified_without_truncation_or_case_folding);
+
+async fn the_whole_password_is_verified_without_truncation_or_case_folding(backend: Backend) {
+    let app = app(backend).await;
+    let long: String = "Correct-Horse-Battery-Staple-"
+        .chars()
+        .cycle()
+        .take(100)
+        .collect();
+    user_id(&app, "ada", Some(&long)).await;
+    let mut last_changed = long.clone();
+    last_changed.pop();
+    last_changed.push('!');
+    let first_72: String = long.chars().take(72).collect();
+    for wrong in [
+        last_changed,
+        first_72,
+        long.to_lowercase(),
+        long.to_uppercase(),
+    ] {
+        assert_eq!(
+            app.login("ada", &wrong).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(app.login("ada", &long).await.status, StatusCode::OK);
+    // NFKC: the same password typed in another Unicode normal form is the same password.
+    let nfc = "caf\u{e9}-au-lait-sans-sucre-2025";
+    let nfd = "cafe\u{301}-au-lait-sans-sucre-2025";
+    user_id(&app, "grace", Some(nfc)).await;
+    assert_eq!(app.login("grace", nfd).await.status, StatusCode::OK);
+}

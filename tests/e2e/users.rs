@@ -240,3 +240,40 @@ async fn the_audit_trail_filters_by_time_and_pages_by_position(backend: Backend)
     assert_eq!(second_page["items"][0]["position"], all[3]["position"]);
     assert!(second_page["next_cursor"].is_null());
 }
+
+on_both_backends!(a_first_start_without_an_admin_token_prints_one_once);
+
+async fn a_first_start_without_an_admin_token_prints_one_once(backend: Backend) {
+    let mut app = keyledger_tests::TestApp::spawn_without_admin_token(crate::BIN, backend).await;
+    let printed: Vec<&str> = app
+        .startup_output
+        .iter()
+        .filter_map(|l| l.strip_prefix("admin token (shown once, keep it): "))
+        .collect();
+    assert_eq!(printed.len(), 1, "{:?}", app.startup_output);
+    let token = printed[0].to_owned();
+    assert!(token.len() >= 43);
+    let users = app
+        .request(Method::GET, "/api/v1/users", Some(&token), None, &[])
+        .await;
+    assert_eq!(users.status, StatusCode::OK);
+
+    app.restart_after_kill().await;
+    assert!(
+        app.startup_output
+            .iter()
+            .all(|l| !l.contains("admin token")),
+        "printed again: {:?}",
+        app.startup_output
+    );
+    let again = app
+        .request(Method::GET, "/api/v1/users", Some(&token), None, &[])
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "the token survives a restart");
+    let wrong = app
+        .request(Method::GET, "/api/v1/users", Some("guess"), None, &[])
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    // Only its hash is kept: the token itself is nowhere in the server's log.
+    assert!(!app.server_log().contains(&token));
+}

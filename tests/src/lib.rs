@@ -32,6 +32,8 @@ pub struct TestApp {
     pub database_url: String,
     pub bin: String,
     extra_env: Vec<(String, String)>,
+    /// What the server printed on stdout before it listened, at its latest start.
+    pub startup_output: Vec<String>,
     /// Where the server's log lines go (unless `KEYLEDGER_TEST_LOG` sends them to the terminal).
     pub log_path: std::path::PathBuf,
     child: Option<Child>,
@@ -81,6 +83,12 @@ impl TestApp {
         Self::spawn_configured(bin, database_url, admin_token, env).await
     }
 
+    /// A server started without `KEYLEDGER_ADMIN_TOKEN`, as an operator's first start.
+    pub async fn spawn_without_admin_token(bin: &str, backend: Backend) -> TestApp {
+        let database_url = fresh_database(backend).await;
+        Self::spawn_configured(bin, database_url, String::new(), &[]).await
+    }
+
     /// A second server node on an existing database.
     pub async fn spawn_on(bin: &str, database_url: &str, admin_token: &str) -> TestApp {
         Self::spawn_configured(bin, database_url.to_owned(), admin_token.to_owned(), &[]).await
@@ -101,6 +109,7 @@ impl TestApp {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            startup_output: Vec::new(),
             log_path: std::env::temp_dir().join(format!(
                 "keyledger-test-{}.log",
                 uuid::Uuid::now_v7().simple()
@@ -124,7 +133,7 @@ impl TestApp {
             .arg("127.0.0.1:0")
             .arg("--database")
             .arg(&self.database_url)
-            .env("KEYLEDGER_ADMIN_TOKEN", &self.admin_token)
+            .env_remove("KEYLEDGER_ADMIN_TOKEN")
             .env("KEYLEDGER_LOG", "debug")
             .env_remove("KEYLEDGER_DATABASE_URL")
             .env_remove("KEYLEDGER_LISTEN")
@@ -140,22 +149,29 @@ impl TestApp {
                 Stdio::from(log)
             })
             .kill_on_drop(true);
+        // An empty admin token starts the server without one, as on a first install.
+        if !self.admin_token.is_empty() {
+            command.env("KEYLEDGER_ADMIN_TOKEN", &self.admin_token);
+        }
         for (k, v) in &self.extra_env {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("start keyledger");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
         let base = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.expect("read stdout") {
                 if let Some(address) = line.strip_prefix("keyledger listening on ") {
                     return address.trim().to_owned();
                 }
+                printed.push(line);
             }
             panic!("keyledger exited before listening");
         })
         .await
         .expect("keyledger did not start within 60 s");
+        self.startup_output = printed;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         self.base = base;
