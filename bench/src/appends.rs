@@ -15,7 +15,8 @@ use keyledger_domain::user::UserEvent;
 use keyledger_store::{AppendRequest, Database, EventLog, ExpectedVersion, NewEvent};
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgPoolOptions;
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnection, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::report::{self, Table, per_second, progress};
@@ -30,10 +31,14 @@ const TARGET_WRITERS: usize = 64;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Options {
-    /// Seconds each configuration is measured, after a warm-up of a fifth of that (at most
-    /// one second).
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds each round of a configuration is measured, after a warm-up of a fifth of that
+    /// (at most one second).
+    #[arg(long, default_value_t = 3.0)]
     pub seconds: f64,
+    /// Rounds of every configuration, each on a fresh database; the median round is shown
+    /// (the machine's fsync latency varies from second to second).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Numbers of concurrent writers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     pub writers: Vec<usize>,
@@ -52,6 +57,7 @@ pub struct Options {
 pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
     anyhow::ensure!(options.seconds > 0.0, "--seconds must be positive");
     anyhow::ensure!(options.raw_batch > 0, "--raw-batch must be positive");
+    anyhow::ensure!(options.rounds > 0, "--rounds must be positive");
     let window = Window::new(Duration::from_secs_f64(options.seconds));
     for backend in &options.backends {
         let table = measure_backend(*backend, options, window, places).await?;
@@ -67,28 +73,62 @@ async fn measure_backend(
     places: &Places,
 ) -> anyhow::Result<Table> {
     let busy = report::cpu_busy().await;
-    progress(format!("{backend}: raw INSERT references"));
+    let rounds = options.rounds;
+    // Commit latency first: the raw batched INSERTs below write hundreds of megabytes, and
+    // the disk flushing them afterwards would stall the commits measured next to it.
+    progress(format!("{backend}: raw single-row commits"));
+    let single = median(rounds, || raw_single_row_commits(backend, window, places))
+        .await?
+        .0;
+    let mut measured = Vec::new();
+    for &writers in &options.writers {
+        progress(format!("{backend}: EventLog::append, {writers} writers"));
+        let (ours, low, high) = median(rounds, || {
+            keyledger_appends(backend, writers, window, places)
+        })
+        .await?;
+        let theirs = match backend {
+            Backend::Postgres => {
+                progress(format!("{backend}: postgres-es persist, {writers} writers"));
+                let (theirs, _, _) = median(rounds, || {
+                    postgres_es_persists(writers, options.postgres_es_connections, window, places)
+                })
+                .await?;
+                Some(theirs)
+            }
+            Backend::Sqlite => None,
+        };
+        measured.push((writers, ours, low, high, theirs));
+    }
+    progress(format!("{backend}: raw batched INSERTs"));
     let raw_style = match backend {
         Backend::Sqlite => Placeholders::Anonymous,
         Backend::Postgres => Placeholders::Numbered,
     };
-    let raw = raw_batched_insert(backend, options.raw_batch, raw_style, window, places).await?;
+    let raw = median(rounds, || {
+        raw_batched_insert(backend, options.raw_batch, raw_style, window, places)
+    })
+    .await?
+    .0;
     // The store writes `$N` placeholders on both backends. SQLite looks each `$N` up by name
     // while parsing, so a statement with n of them costs O(n²); this shows what that costs.
     let raw_numbered = match backend {
         Backend::Sqlite => Some(
-            raw_batched_insert(
-                backend,
-                options.raw_batch,
-                Placeholders::Numbered,
-                window,
-                places,
-            )
-            .await?,
+            median(rounds, || {
+                raw_batched_insert(
+                    backend,
+                    options.raw_batch,
+                    Placeholders::Numbered,
+                    window,
+                    places,
+                )
+            })
+            .await?
+            .0,
         ),
         Backend::Postgres => None,
     };
-    let single = raw_single_row_commits(backend, window, places).await?;
+
     let mut table = Table::new(
         format!("appends/s, {backend} (single-event requests, each writer its own stream)"),
         &[
@@ -102,60 +142,60 @@ async fn measure_backend(
             "raw 1-row commits, 1 conn",
         ],
     );
-    let mut measured = Vec::new();
-    for &writers in &options.writers {
-        progress(format!("{backend}: EventLog::append, {writers} writers"));
-        let ours = keyledger_appends(backend, writers, window, places).await?;
-        let reference = match backend {
-            Backend::Postgres => {
-                progress(format!("{backend}: postgres-es persist, {writers} writers"));
-                let theirs =
-                    postgres_es_persists(writers, options.postgres_es_connections, window, places)
-                        .await?;
-                per_second(theirs.rate())
-            }
-            Backend::Sqlite => "n/a (PostgreSQL only)".to_owned(),
-        };
+    for (writers, ours, low, high, theirs) in &measured {
         let mut latencies = ours.counted.latencies.clone();
         latencies.sort_unstable();
         table.row(vec![
             writers.to_string(),
-            per_second(ours.counted.rate()),
+            if rounds > 1 {
+                format!(
+                    "{} ({}–{})",
+                    per_second(ours.counted.rate()),
+                    report::number(*low),
+                    report::number(*high)
+                )
+            } else {
+                per_second(ours.counted.rate())
+            },
             format!("{:.1}", ours.events_per_commit),
             format!(
                 "{} / {}",
                 report::millis(report::percentile(&latencies, 50.0)),
                 report::millis(report::percentile(&latencies, 99.0))
             ),
-            reference,
+            theirs.as_ref().map_or_else(
+                || "n/a (PostgreSQL only)".to_owned(),
+                |theirs| per_second(theirs.rate()),
+            ),
             per_second(raw.rate()),
             format!("{:.1} %", 100.0 * ours.counted.rate() / raw.rate().max(1.0)),
             per_second(single.rate()),
         ]);
-        measured.push((writers, ours.counted.rate()));
     }
     // Judged at 64 writers, the concurrency the issue states; when that was not measured, at
     // the most writers that were.
     let judged = measured
         .iter()
-        .find(|(writers, _)| *writers == TARGET_WRITERS)
-        .or_else(|| measured.iter().max_by_key(|(writers, _)| *writers));
+        .find(|m| m.0 == TARGET_WRITERS)
+        .or_else(|| measured.iter().max_by_key(|m| m.0));
     let target = match backend {
         Backend::Postgres => POSTGRES_TARGET,
         Backend::Sqlite => SQLITE_TARGET,
     };
-    if let Some((writers, rate)) = judged {
+    if let Some((writers, ours, ..)) = judged {
         table.note(format!(
             "target ≥ {} events/s at {TARGET_WRITERS} writers: **{}** ({} at {writers} writers)",
             report::number(target),
-            report::at_least(*rate, target),
-            per_second(*rate),
+            report::at_least(ours.rate(), target),
+            per_second(ours.rate()),
         ));
     }
     table.note(format!(
-        "each figure: operations started in a {:.1} s window after a {:.1} s warm-up, on a \
-         fresh database; raw batched INSERT = {} rows per INSERT, one transaction per \
-         statement, 1 connection, same rows as the events",
+        "each figure: the median of {rounds} rounds (keyledger: lowest–highest in brackets), \
+         each counting operations started in a {:.1} s window after a {:.1} s warm-up on a \
+         fresh database, after a `sync` (and on PostgreSQL a `CHECKPOINT`) so that no earlier \
+         round's writes are still being flushed; raw batched INSERT = {} rows per INSERT, one \
+         transaction per statement, 1 connection, same rows as the events",
         window.measure.as_secs_f64(),
         window.warmup.as_secs_f64(),
         options.raw_batch
@@ -171,6 +211,42 @@ async fn measure_backend(
     }
     table.note(report::load_note(busy));
     Ok(table)
+}
+
+/// Flushes what earlier measurements left for the disk to write, so that it does not stall
+/// the commits of the next one: `sync(1)`, and on PostgreSQL a `CHECKPOINT` (which also
+/// spares the measurement a checkpoint forced by the WAL the previous one wrote).
+async fn settle(backend: Backend, places: &Places) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("sync").status().await?;
+    anyhow::ensure!(status.success(), "sync failed ({status})");
+    if backend == Backend::Postgres {
+        let mut conn = PgConnection::connect(&places.postgres).await?;
+        sqlx::query("CHECKPOINT").execute(&mut conn).await?;
+        conn.close().await?;
+    }
+    Ok(())
+}
+
+/// A measurement that comes to a rate.
+trait Rated {
+    fn rate(&self) -> f64;
+}
+
+/// Runs a measurement `rounds` times; returns the median round (by rate) and the lowest and
+/// highest rates seen.
+async fn median<T: Rated, Fut: Future<Output = anyhow::Result<T>>>(
+    rounds: usize,
+    mut measure: impl FnMut() -> Fut,
+) -> anyhow::Result<(T, f64, f64)> {
+    let mut results = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        results.push(measure().await?);
+    }
+    results.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
+    let low = results.first().map_or(0.0, Rated::rate);
+    let high = results.last().map_or(0.0, Rated::rate);
+    let middle = results.len() / 2;
+    Ok((results.swap_remove(middle), low, high))
 }
 
 /// A warm-up, then the measured part.
@@ -197,7 +273,7 @@ struct Counted {
     latencies: Vec<Duration>,
 }
 
-impl Counted {
+impl Rated for Counted {
     fn rate(&self) -> f64 {
         report::rate(self.items, self.measured)
     }
@@ -254,6 +330,12 @@ struct Ours {
     events_per_commit: f64,
 }
 
+impl Rated for Ours {
+    fn rate(&self) -> f64 {
+        self.counted.rate()
+    }
+}
+
 async fn keyledger_appends(
     backend: Backend,
     writers: usize,
@@ -262,6 +344,7 @@ async fn keyledger_appends(
 ) -> anyhow::Result<Ours> {
     let scratch = places.fresh(backend).await?;
     let log = EventLog::open(Database::connect(&scratch.url).await?).await?;
+    settle(backend, places).await?;
     let probe = tokio::spawn(commits_in_window(log.clone(), window));
     let counted = drive(writers, window, |_| {
         let log = log.clone();
@@ -378,6 +461,7 @@ async fn postgres_es_persists(
         sqlx::query(ddl).execute(&pool).await?;
     }
     let repo = Arc::new(PostgresEventRepository::new(pool.clone()));
+    settle(Backend::Postgres, places).await?;
     let counted = drive(writers, window, |_| {
         let repo = Arc::clone(&repo);
         let user_id = Uuid::now_v7();
@@ -434,6 +518,7 @@ async fn raw_database(
     let scratch = places.fresh(backend).await?;
     let db = Database::connect(&scratch.url).await?;
     sqlx::query(RAW_TABLE).execute(db.pool()).await?;
+    settle(backend, places).await?;
     Ok((scratch, db))
 }
 

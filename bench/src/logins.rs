@@ -91,6 +91,8 @@ struct Logins {
     latencies: Vec<Duration>,
     server_cpu: Duration,
     bench_cpu: Duration,
+    /// Context switches of the server's threads during the logins.
+    switches: u64,
 }
 
 async fn measure(
@@ -110,6 +112,7 @@ async fn measure(
     ));
     let next = Arc::new(AtomicU64::new(0));
     let server_cpu = server.cpu_time()?;
+    let switches = server.context_switches()?;
     let bench_cpu = server::cpu_time_of("self")?;
     let started = Instant::now();
     let mut clients = JoinSet::new();
@@ -155,6 +158,7 @@ async fn measure(
         latencies: Vec::new(),
         server_cpu: Duration::ZERO,
         bench_cpu: Duration::ZERO,
+        switches: 0,
     };
     while let Some(done) = clients.join_next().await {
         let (ok, failed, latencies) = done.context("a client panicked")??;
@@ -164,6 +168,7 @@ async fn measure(
     }
     logins.elapsed = started.elapsed();
     logins.server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
+    logins.switches = server.context_switches()?.saturating_sub(switches);
     logins.bench_cpu = server::cpu_time_of("self")?.saturating_sub(bench_cpu);
     logins.latencies.sort_unstable();
     anyhow::ensure!(
@@ -323,6 +328,14 @@ fn print(options: &Options, logins: &Logins, raw: &RawHashes, busy: Option<f64>)
         format!("{:.1} ms", cpu_per_login * 1000.0),
         format!("CPU per raw verify: {:.1} ms", cpu_per_hash * 1000.0),
         format!("{:.2}", cpu_per_login / cpu_per_hash.max(f64::MIN_POSITIVE)),
+        String::new(),
+        String::new(),
+    ]);
+    table.row(vec![
+        "server context switches per login".into(),
+        report::number(logins.switches as f64 / logins.ok.max(1) as f64),
+        "raw verify: none (one thread per core, nothing else)".into(),
+        String::new(),
         String::new(),
         String::new(),
     ]);

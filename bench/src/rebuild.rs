@@ -58,6 +58,15 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
         loaded.events
     );
 
+    progress("verify_chain over the whole log");
+    let verify_started = Instant::now();
+    let verification = keyledger_store::chain::verify_chain(&log, |_| {}).await?;
+    let verified = verify_started.elapsed();
+    anyhow::ensure!(
+        verification.first_break.is_none() && verification.checked == loaded.events,
+        "the chain did not verify: {verification:?}"
+    );
+
     progress("rebuilding every view");
     let started = Instant::now();
     // The runner reports each view's progress; the moment a view reports its last position
@@ -84,15 +93,6 @@ pub async fn run(options: &Options, places: &Places) -> anyhow::Result<()> {
             previous = *end;
         }
     }
-
-    progress("verify_chain over the whole log");
-    let verify_started = Instant::now();
-    let verification = keyledger_store::chain::verify_chain(&log, |_| {}).await?;
-    let verified = verify_started.elapsed();
-    anyhow::ensure!(
-        verification.first_break.is_none() && verification.checked == loaded.events,
-        "the chain did not verify: {verification:?}"
-    );
 
     drop(log);
     db.pool().close().await;

@@ -153,6 +153,11 @@ impl Server {
         cpu_time_of(&self.pid.to_string())
     }
 
+    /// Context switches (voluntary and not) of all the server's live threads so far.
+    pub fn context_switches(&self) -> anyhow::Result<u64> {
+        context_switches_of(self.pid)
+    }
+
     /// Asks for a graceful stop (SIGTERM), and kills the server if it has not stopped within
     /// 15 seconds.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -223,6 +228,29 @@ pub fn memory_of(pid: u32) -> anyhow::Result<Memory> {
     })
 }
 
+/// Context switches summed over a process's live threads (`/proc/<pid>/task/*/status`). A
+/// thread that exited takes its count with it, so this is a lower bound.
+pub fn context_switches_of(pid: u32) -> anyhow::Result<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .with_context(|| format!("cannot list /proc/{pid}/task"))?;
+    let mut total = 0;
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            // The thread exited after the listing.
+            continue;
+        };
+        for line in status.lines() {
+            if let Some(rest) = line
+                .strip_prefix("voluntary_ctxt_switches:")
+                .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+            {
+                total += rest.trim().parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// User + system CPU time of a process (`self` for this one), from `/proc/<pid>/stat`.
 pub fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -277,5 +305,6 @@ mod tests {
         assert!(memory.rss_kib > 0);
         assert!(memory.peak_kib >= memory.rss_kib);
         assert!(cpu_time_of("self").is_ok());
+        assert!(context_switches_of(std::process::id()).unwrap() > 0);
     }
 }
