@@ -2,6 +2,7 @@
 //! the PostgreSQL server. Every measurement starts empty, so one run's data cannot skew the
 //! next, and everything is removed afterwards unless asked to keep it.
 
+use keyledger_store::testing::with_database;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -128,23 +129,6 @@ impl Scratch {
                 Ok(())
             }
         }
-    }
-}
-
-/// `base` with its database name replaced by `name`, keeping user, host and parameters.
-fn with_database(base: &str, name: &str) -> String {
-    let (url, params) = match base.split_once('?') {
-        Some((url, params)) => (url, Some(params)),
-        None => (base, None),
-    };
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let server = match url[authority_start..].find('/') {
-        Some(slash) => &url[..authority_start + slash],
-        None => url,
-    };
-    match params {
-        Some(params) => format!("{server}/{name}?{params}"),
-        None => format!("{server}/{name}"),
     }
 }
 

@@ -72,7 +72,7 @@ async fn find_server() -> String {
 }
 
 /// `base` with its database name replaced by `name`, keeping user, host and parameters.
-fn with_database(base: &str, name: &str) -> String {
+pub fn with_database(base: &str, name: &str) -> String {
     let (url, params) = match base.split_once('?') {
         Some((url, params)) => (url, Some(params)),
         None => (base, None),
