@@ -2,12 +2,16 @@
 //! environment, wires the crates, and does nothing else.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use keyledger_api::passwords::Argon2Config;
 use keyledger_api::{ApiConfig, ServerOptions};
 use keyledger_projections::ViewProgress;
+use keyledger_projections::webhooks::DeliveryConfig;
+use keyledger_projections::webhooks::guard::AddressPolicy;
+use keyledger_projections::webhooks::schedule::RetrySchedule;
 use keyledger_store::{Database, EventLog};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -75,6 +79,84 @@ struct ServeArgs {
         default_value_t = 43_200
     )]
     session_absolute_seconds: i64,
+    #[command(flatten)]
+    webhooks: WebhookArgs,
+}
+
+#[derive(clap::Args)]
+struct WebhookArgs {
+    /// A delivery attempt with no answer after this many seconds failed.
+    #[arg(long, env = "KEYLEDGER_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10)]
+    webhook_timeout_seconds: u64,
+    /// Delays before each retry of a failed delivery (units ms, s, m, h); after the last, the
+    /// event is dead-lettered for that subscription.
+    #[arg(long, env = "KEYLEDGER_WEBHOOK_RETRY_SCHEDULE", default_value = keyledger_projections::webhooks::schedule::DEFAULT_SCHEDULE)]
+    webhook_retry_schedule: String,
+    /// Non-public targets deliveries may reach, comma-separated: `loopback`, `private`,
+    /// `link_local`, and `http` for plain-http URLs. Default: none (public https only).
+    #[arg(
+        long,
+        env = "KEYLEDGER_WEBHOOK_ALLOW",
+        default_value = "",
+        value_delimiter = ','
+    )]
+    webhook_allow: Vec<String>,
+    /// A subscription is disabled after this many dead-lettered deliveries in a row.
+    #[arg(long, env = "KEYLEDGER_WEBHOOK_DISABLE_AFTER", default_value_t = 5)]
+    webhook_disable_after: u32,
+    /// A node that stops renewing a subscription's lease hands it over after this long.
+    #[arg(long, env = "KEYLEDGER_WEBHOOK_LEASE_SECONDS", default_value_t = 15)]
+    webhook_lease_seconds: u64,
+    /// How long a rotated-out signing secret keeps signing, unless the rotation says.
+    #[arg(
+        long,
+        env = "KEYLEDGER_WEBHOOK_SECRET_GRACE_SECONDS",
+        default_value_t = 86_400
+    )]
+    webhook_secret_grace_seconds: u64,
+}
+
+impl WebhookArgs {
+    fn config(&self) -> anyhow::Result<DeliveryConfig> {
+        let mut addresses = AddressPolicy::default();
+        for allowed in self
+            .webhook_allow
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+        {
+            match allowed {
+                "loopback" => addresses.allow_loopback = true,
+                "private" => addresses.allow_private = true,
+                "link_local" => addresses.allow_link_local = true,
+                "http" => addresses.allow_http = true,
+                other => anyhow::bail!(
+                    "KEYLEDGER_WEBHOOK_ALLOW: unknown {other:?} (use loopback, private, link_local, http)"
+                ),
+            }
+        }
+        anyhow::ensure!(
+            self.webhook_timeout_seconds > 0,
+            "the webhook timeout must be positive"
+        );
+        anyhow::ensure!(
+            self.webhook_lease_seconds > 0,
+            "the webhook lease must be positive"
+        );
+        anyhow::ensure!(
+            self.webhook_disable_after > 0,
+            "KEYLEDGER_WEBHOOK_DISABLE_AFTER must be positive"
+        );
+        Ok(DeliveryConfig {
+            timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            schedule: RetrySchedule::parse(&self.webhook_retry_schedule)
+                .context("KEYLEDGER_WEBHOOK_RETRY_SCHEDULE")?,
+            addresses,
+            disable_after_dead_letters: self.webhook_disable_after,
+            lease: Duration::from_secs(self.webhook_lease_seconds),
+            ..DeliveryConfig::default()
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -202,13 +284,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         api: ApiConfig {
             session_idle: chrono_seconds(args.session_idle_seconds)?,
             session_absolute: chrono_seconds(args.session_absolute_seconds)?,
+            webhook_secret_grace_seconds: args.webhooks.webhook_secret_grace_seconds,
             ..ApiConfig::default()
         },
         admin_token: args.admin_token,
+        delivery: args.webhooks.config()?,
     };
     let (state, generated) = keyledger_api::start(log, progress, options).await?;
     let sweeper =
         keyledger_api::housekeeping::spawn_session_sweeper(state.clone(), stop_tx.subscribe());
+    let delivery = state.delivery.clone().spawn(stop_tx.subscribe());
     if let Some(token) = generated {
         // Printed once, on the first start without KEYLEDGER_ADMIN_TOKEN; only its hash is kept.
         println!("admin token (shown once, keep it): {token}");
@@ -222,6 +307,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     keyledger_api::run(listener, state, shutdown_signal()).await?;
     let _ = stop_tx.send(true);
     let _ = sweeper.await;
+    let _ = delivery.await;
     for follower in followers {
         let _ = follower.await;
     }

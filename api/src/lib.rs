@@ -33,7 +33,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, settings, system, users, webhooks};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -67,7 +67,35 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .route("/me/password", post(auth::change_password))
-        .route("/audit", get(audit::list_audit));
+        .route("/audit", get(audit::list_audit))
+        .route(
+            "/webhooks",
+            post(webhooks::create_subscription).get(webhooks::list_subscriptions),
+        )
+        .route("/webhooks/attempts", get(webhooks::list_event_attempts))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get_subscription)
+                .patch(webhooks::update_subscription)
+                .delete(webhooks::delete_subscription),
+        )
+        .route("/webhooks/{id}/enable", post(webhooks::enable_subscription))
+        .route(
+            "/webhooks/{id}/disable",
+            post(webhooks::disable_subscription),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/resync", post(webhooks::resync_subscription))
+        .route("/webhooks/{id}/redeliver", post(webhooks::redeliver))
+        .route("/webhooks/{id}/ping", post(webhooks::ping))
+        .route("/webhooks/{id}/attempts", get(webhooks::list_attempts))
+        .route(
+            "/webhooks/{id}/dead-letters",
+            get(webhooks::list_dead_letters),
+        );
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

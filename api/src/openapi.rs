@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, settings, system, users, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,12 @@ use crate::routes::{audit, auth, settings, system, users};
         settings::get_lockout, settings::put_lockout, settings::get_password,
         settings::put_password,
         audit::list_audit,
+        webhooks::create_subscription, webhooks::list_subscriptions,
+        webhooks::get_subscription, webhooks::update_subscription,
+        webhooks::delete_subscription, webhooks::enable_subscription,
+        webhooks::disable_subscription, webhooks::rotate_secret, webhooks::resync_subscription,
+        webhooks::redeliver, webhooks::ping, webhooks::list_attempts,
+        webhooks::list_event_attempts, webhooks::list_dead_letters,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),

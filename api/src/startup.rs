@@ -5,6 +5,7 @@ use std::sync::Arc;
 use keyledger_domain::DEFAULT_TENANT_ID;
 use keyledger_domain::tenant::{TenantCommand, TenantError};
 use keyledger_projections::ViewProgress;
+use keyledger_projections::webhooks::{ClientError, Delivery, DeliveryConfig};
 use keyledger_store::sessions::SessionStore;
 use keyledger_store::{
     AppendError, AppendRequest, CommandContext, CommandExecutor, EventLog, EventMetadata,
@@ -26,6 +27,7 @@ pub struct ServerOptions {
     pub api: ApiConfig,
     /// `KEYLEDGER_ADMIN_TOKEN`; when absent, a token is generated on first start.
     pub admin_token: Option<String>,
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,8 @@ pub enum StartupError {
     Hashing(#[from] HashingError),
     #[error("the stored admin token hash is malformed")]
     MalformedAdminToken,
+    #[error(transparent)]
+    Delivery(#[from] ClientError),
 }
 
 const ADMIN_STREAM: (&str, &str) = ("system", "admin");
@@ -62,9 +66,12 @@ pub async fn start(
             .unwrap_or(2)
     });
     let passwords = PasswordHasher::new(options.argon2, concurrency)?;
+    let delivery = Delivery::new(log.clone(), options.delivery)?;
     let state = AppState(Arc::new(Services {
         users: CommandExecutor::new(log.clone()),
         tenants,
+        webhooks: CommandExecutor::new(log.clone()),
+        delivery,
         sessions: SessionStore::new(log.database().clone()),
         log,
         passwords,

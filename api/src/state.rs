@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::User;
+use keyledger_domain::webhook::WebhookSubscription;
 use keyledger_projections::ViewProgress;
+use keyledger_projections::webhooks::Delivery;
 use keyledger_store::sessions::SessionStore;
 use keyledger_store::{CommandExecutor, Database, EventLog};
 
@@ -23,6 +25,8 @@ pub struct ApiConfig {
     pub session_absolute: chrono::Duration,
     /// How long a read waits for the views to reach a requested position.
     pub read_wait: Duration,
+    /// How long a rotated-out webhook secret keeps signing, unless the rotation says.
+    pub webhook_secret_grace_seconds: u64,
 }
 
 impl Default for ApiConfig {
@@ -31,6 +35,7 @@ impl Default for ApiConfig {
             session_idle: chrono::Duration::minutes(30),
             session_absolute: chrono::Duration::hours(12),
             read_wait: Duration::from_secs(5),
+            webhook_secret_grace_seconds: 24 * 3600,
         }
     }
 }
@@ -39,6 +44,10 @@ pub struct Services {
     pub log: EventLog,
     pub users: CommandExecutor<User>,
     pub tenants: CommandExecutor<Tenant>,
+    pub webhooks: CommandExecutor<WebhookSubscription>,
+    /// Webhook delivery: the ping endpoint sends through it, and its address policy guards
+    /// subscription targets.
+    pub delivery: Delivery,
     pub sessions: SessionStore,
     pub passwords: PasswordHasher,
     pub progress: ViewProgress,

@@ -15,6 +15,7 @@ pub mod password;
 pub mod tenant;
 pub mod user;
 pub mod values;
+pub mod webhook;
 
 /// The tenant every installation starts with.
 pub const DEFAULT_TENANT_ID: uuid::Uuid =

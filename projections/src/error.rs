@@ -8,6 +8,8 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("event at position {position} cannot be folded: {reason}")]
     Malformed { position: u64, reason: String },
+    #[error("a command from the delivery worker failed: {0}")]
+    Command(String),
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
 }

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod rebuild;
 pub mod runner;
 pub mod views;
+pub mod webhooks;
 
 pub use error::ProjectionError;
 pub use progress::ViewProgress;
@@ -22,4 +23,4 @@ pub use runner::{Projection, spawn_all};
 pub use views::{AuditView, UsersView};
 
 /// Names of every projection, in the order they are migrated and rebuilt.
-pub const PROJECTIONS: &[&str] = &[views::users::NAME, views::audit::NAME];
+pub const PROJECTIONS: &[&str] = &[views::users::NAME, views::audit::NAME, webhooks::view::NAME];

@@ -7,6 +7,7 @@ use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::runner::{Projection, catch_up, migrate_all};
 use crate::views::{AuditView, UsersView};
+use crate::webhooks::view::SubscriptionsView;
 
 /// Empties the named projection (or all of them) and folds the whole log into it again.
 /// The emptying and the checkpoint reset commit together, and a running server's follower
@@ -25,10 +26,10 @@ pub async fn rebuild(
     };
     let mut reached = 0;
     for name in names {
-        reached = if name == crate::views::users::NAME {
-            rebuild_one(&UsersView, log, &mut progress).await?
-        } else {
-            rebuild_one(&AuditView, log, &mut progress).await?
+        reached = match name {
+            crate::views::users::NAME => rebuild_one(&UsersView, log, &mut progress).await?,
+            crate::views::audit::NAME => rebuild_one(&AuditView, log, &mut progress).await?,
+            _ => rebuild_one(&SubscriptionsView, log, &mut progress).await?,
         };
     }
     Ok(reached)

@@ -16,6 +16,7 @@ use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::progress::ViewProgress;
 use crate::views::{AuditView, UsersView};
+use crate::webhooks::view::SubscriptionsView;
 
 /// Events folded per transaction.
 const BATCH: u32 = 1000;
@@ -62,7 +63,8 @@ pub async fn migrate_all(log: &EventLog) -> Result<(), ProjectionError> {
     checkpoint::migrate(&mut conn).await?;
     migrate_one(&UsersView, &mut conn).await?;
     migrate_one(&AuditView, &mut conn).await?;
-    Ok(())
+    migrate_one(&SubscriptionsView, &mut conn).await?;
+    crate::webhooks::state::migrate(&mut conn).await
 }
 
 async fn migrate_one<P: Projection>(
@@ -121,7 +123,13 @@ pub fn spawn_all(
             progress.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(follow(AuditView, log, progress, shutdown)),
+        tokio::spawn(follow(
+            AuditView,
+            log.clone(),
+            progress.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow(SubscriptionsView, log, progress, shutdown)),
     ]
 }
 

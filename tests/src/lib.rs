@@ -5,6 +5,8 @@
 // Test support: a failed set-up should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receiver;
+
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -91,7 +93,16 @@ impl TestApp {
 
     /// A second server node on an existing database.
     pub async fn spawn_on(bin: &str, database_url: &str, admin_token: &str) -> TestApp {
-        Self::spawn_configured(bin, database_url.to_owned(), admin_token.to_owned(), &[]).await
+        Self::spawn_on_with(bin, database_url, admin_token, &[]).await
+    }
+
+    pub async fn spawn_on_with(
+        bin: &str,
+        database_url: &str,
+        admin_token: &str,
+        env: &[(&str, &str)],
+    ) -> TestApp {
+        Self::spawn_configured(bin, database_url.to_owned(), admin_token.to_owned(), env).await
     }
 
     async fn spawn_configured(

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod settings;
 pub mod system;
 pub mod users;
+pub mod webhooks;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -1,0 +1,399 @@
+//! Delivers one subscription: follows the global log from the subscription's durable cursor,
+//! sends each matching event in log order, retries on the schedule, dead-letters after the
+//! last attempt and moves on. The cursor moves only after an attempt is recorded, so a crash
+//! repeats at most the attempt in flight (at-least-once, same `webhook-id`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use keyledger_domain::webhook::{DisableReason, WebhookSubscription, WebhookSubscriptionCommand};
+use keyledger_store::{
+    CommandContext, CommandExecutor, EventLog, EventMetadata, RecordedEvent, SideWrites, StreamId,
+};
+use rand::Rng;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use super::payload;
+use super::send::{self, Response};
+use super::signature::SigningSecret;
+use super::state::{self, DeliveryState, Lease, NewAttempt, Outcome, Trigger};
+use super::view::{SubscriptionRow, SubscriptionsView};
+use super::{Delivery, STREAM_KIND, secret_kind};
+use crate::error::ProjectionError;
+
+/// Events read from the log per step.
+const PAGE: u32 = 200;
+/// How often an idle worker looks again at its subscription (settings, redeliveries).
+const IDLE_POLL: Duration = Duration::from_millis(500);
+
+/// Why a worker stopped.
+#[derive(Debug)]
+pub enum Stopped {
+    Shutdown,
+    /// Another node holds the lease, or the subscription is gone or disabled.
+    NotOurs,
+}
+
+pub async fn run(
+    delivery: Delivery,
+    subscription_id: Uuid,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<Stopped, ProjectionError> {
+    let lease = Lease {
+        subscription_id,
+        owner: delivery.config.node_id.clone(),
+    };
+    let mut appended = delivery.log.subscribe();
+    loop {
+        if *shutdown.borrow() {
+            state::release(delivery.db(), &lease).await?;
+            return Ok(Stopped::Shutdown);
+        }
+        let now = Utc::now();
+        if !state::acquire(delivery.db(), &lease, now, now + delivery.lease_span()).await? {
+            return Ok(Stopped::NotOurs);
+        }
+        let Some(subscription) = SubscriptionsView::get(delivery.db(), subscription_id).await?
+        else {
+            state::release(delivery.db(), &lease).await?;
+            return Ok(Stopped::NotOurs);
+        };
+        if !subscription.enabled {
+            state::release(delivery.db(), &lease).await?;
+            return Ok(Stopped::NotOurs);
+        }
+        let Some(mut progress) = state::read(delivery.db(), &lease).await? else {
+            return Ok(Stopped::NotOurs);
+        };
+        let wait = match step(&delivery, &lease, &subscription, &mut progress).await? {
+            Next::Continue => continue,
+            Next::Stop => return Ok(Stopped::NotOurs),
+            Next::WaitUntil(at) => (at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(delivery.lease_span().to_std().unwrap_or(IDLE_POLL) / 3),
+            Next::Idle => IDLE_POLL,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = appended.changed(), if wait == IDLE_POLL => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+enum Next {
+    /// More to do now.
+    Continue,
+    /// Nothing new in the log.
+    Idle,
+    /// A retry is due then.
+    WaitUntil(DateTime<Utc>),
+    /// The lease was lost, or the subscription was disabled.
+    Stop,
+}
+
+async fn step(
+    delivery: &Delivery,
+    lease: &Lease,
+    subscription: &SubscriptionRow,
+    progress: &mut DeliveryState,
+) -> Result<Next, ProjectionError> {
+    if subscription.resync_generation > progress.resync_generation {
+        progress.delivered_through = subscription.resync_after;
+        progress.resync_generation = subscription.resync_generation;
+        progress.attempt = 0;
+        progress.next_attempt_at = DateTime::<Utc>::UNIX_EPOCH;
+        tracing::info!(subscription = %subscription.id, after = subscription.resync_after, "webhook resync");
+        return saved(delivery, lease, progress).await;
+    }
+    if redeliver(delivery, subscription, progress).await? {
+        return saved(delivery, lease, progress).await;
+    }
+    if progress.next_attempt_at > Utc::now() {
+        return Ok(Next::WaitUntil(progress.next_attempt_at));
+    }
+    let events = delivery
+        .log
+        .read_all(progress.delivered_through, PAGE)
+        .await?;
+    if events.is_empty() {
+        return Ok(Next::Idle);
+    }
+    for event in &events {
+        if !subscription.wants(event) {
+            progress.delivered_through = event.position;
+            continue;
+        }
+        let secrets = delivery.secrets(subscription).await?;
+        progress.attempt += 1;
+        let now = Utc::now();
+        let response = deliver(delivery, subscription, &secrets, event, now).await?;
+        let outcome = if response.delivered() {
+            Outcome::Delivered
+        } else if response.gone() {
+            Outcome::Gone
+        } else if let Some(delay) = delivery
+            .config
+            .schedule
+            .delay_after(progress.attempt, rand::thread_rng().gen_range(-1.0..=1.0))
+        {
+            progress.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+            Outcome::Failed
+        } else {
+            Outcome::DeadLettered
+        };
+        record(
+            delivery,
+            subscription.id,
+            event,
+            progress.attempt,
+            Trigger::Log,
+            now,
+            &response,
+            outcome,
+        )
+        .await?;
+        match outcome {
+            Outcome::Delivered => {
+                progress.delivered_through = event.position;
+                progress.attempt = 0;
+                progress.consecutive_dead_letters = 0;
+            }
+            Outcome::Failed => {
+                // Order holds: nothing after this event goes out before it.
+                return Ok(match saved(delivery, lease, progress).await? {
+                    Next::Continue => Next::WaitUntil(progress.next_attempt_at),
+                    other => other,
+                });
+            }
+            Outcome::Gone => {
+                saved(delivery, lease, progress).await?;
+                disable(
+                    delivery,
+                    subscription.id,
+                    DisableReason::Gone,
+                    "the receiver answered 410 Gone",
+                )
+                .await?;
+                return Ok(Next::Stop);
+            }
+            Outcome::DeadLettered => {
+                let why = response.error.as_deref().unwrap_or("failed");
+                state::record_dead_letter(
+                    delivery.db(),
+                    subscription.id,
+                    event.position,
+                    event.event_id,
+                    &event.event_type,
+                    now,
+                    why,
+                )
+                .await?;
+                tracing::warn!(subscription = %subscription.id, position = event.position, "webhook dead-lettered");
+                progress.delivered_through = event.position;
+                progress.attempt = 0;
+                progress.consecutive_dead_letters += 1;
+                if progress.consecutive_dead_letters >= delivery.config.disable_after_dead_letters {
+                    saved(delivery, lease, progress).await?;
+                    let detail = format!(
+                        "{} deliveries in a row were dead-lettered",
+                        progress.consecutive_dead_letters
+                    );
+                    disable(delivery, subscription.id, DisableReason::Failing, &detail).await?;
+                    return Ok(Next::Stop);
+                }
+            }
+        }
+        if let Next::Stop = saved(delivery, lease, progress).await? {
+            return Ok(Next::Stop);
+        }
+    }
+    saved(delivery, lease, progress).await
+}
+
+async fn saved(
+    delivery: &Delivery,
+    lease: &Lease,
+    progress: &DeliveryState,
+) -> Result<Next, ProjectionError> {
+    Ok(if state::save(delivery.db(), lease, progress).await? {
+        Next::Continue
+    } else {
+        Next::Stop
+    })
+}
+
+/// Serves the oldest pending redelivery request, if any. Returns whether it served one.
+async fn redeliver(
+    delivery: &Delivery,
+    subscription: &SubscriptionRow,
+    progress: &mut DeliveryState,
+) -> Result<bool, ProjectionError> {
+    let pending = SubscriptionsView::redeliveries(
+        delivery.db(),
+        subscription.id,
+        progress.redelivered_through,
+        1,
+    )
+    .await?;
+    let Some(request) = pending.first() else {
+        return Ok(false);
+    };
+    let event = delivery
+        .log
+        .read_all(request.event_position.saturating_sub(1), 1)
+        .await?
+        .into_iter()
+        .find(|e| e.position == request.event_position);
+    if let Some(event) = event {
+        let secrets = delivery.secrets(subscription).await?;
+        let now = Utc::now();
+        let response = deliver(delivery, subscription, &secrets, &event, now).await?;
+        let outcome = if response.delivered() {
+            Outcome::Delivered
+        } else {
+            Outcome::Failed
+        };
+        record(
+            delivery,
+            subscription.id,
+            &event,
+            1,
+            Trigger::Redelivery,
+            now,
+            &response,
+            outcome,
+        )
+        .await?;
+    }
+    progress.redelivered_through = request.request_position;
+    Ok(true)
+}
+
+async fn deliver(
+    delivery: &Delivery,
+    subscription: &SubscriptionRow,
+    secrets: &[SigningSecret],
+    event: &RecordedEvent,
+    now: DateTime<Utc>,
+) -> Result<Response, ProjectionError> {
+    let body = payload::body(event).map_err(|e| ProjectionError::Malformed {
+        position: e.position,
+        reason: e.reason,
+    })?;
+    Ok(send::post(
+        &delivery.client,
+        &delivery.config.addresses,
+        &subscription.url,
+        secrets,
+        &event.event_id.to_string(),
+        now,
+        body,
+    )
+    .await)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    delivery: &Delivery,
+    subscription_id: Uuid,
+    event: &RecordedEvent,
+    attempt: u32,
+    trigger: Trigger,
+    at: DateTime<Utc>,
+    response: &Response,
+    outcome: Outcome,
+) -> Result<(), ProjectionError> {
+    delivery.metrics.record(outcome);
+    state::record_attempt(
+        delivery.db(),
+        Uuid::now_v7(),
+        &NewAttempt {
+            subscription_id,
+            event_id: event.event_id,
+            position: event.position,
+            attempt,
+            trigger,
+            at,
+            status_code: response.status,
+            latency_ms: response.latency_ms(),
+            error: response.error.as_deref(),
+            response_body: response.body.as_deref(),
+            outcome,
+        },
+    )
+    .await
+}
+
+/// The receiver's answers decided it: recorded as the subscription's own event, by the system.
+async fn disable(
+    delivery: &Delivery,
+    subscription_id: Uuid,
+    reason: DisableReason,
+    detail: &str,
+) -> Result<(), ProjectionError> {
+    let executor = CommandExecutor::<WebhookSubscription>::new(delivery.log.clone());
+    let (subscription, _) = executor
+        .load(&subscription_id.to_string())
+        .await
+        .map_err(|e| ProjectionError::Command(e.to_string()))?;
+    let ctx = CommandContext {
+        tenant_id: subscription.tenant_id(),
+        now: Utc::now(),
+        metadata: EventMetadata::system(),
+    };
+    let command = WebhookSubscriptionCommand::Disable {
+        reason,
+        detail: Some(detail.to_owned()),
+        at: ctx.now,
+    };
+    executor
+        .execute(
+            &subscription_id.to_string(),
+            command,
+            &(),
+            &ctx,
+            |_, _, _| SideWrites::default(),
+        )
+        .await
+        .map_err(|e| ProjectionError::Command(e.to_string()))?;
+    tracing::warn!(subscription = %subscription_id, ?reason, detail, "webhook subscription disabled");
+    // Until the view shows it disabled, the dispatcher would see it enabled and start delivering
+    // again; this worker keeps the subscription (and its lease) until then.
+    for _ in 0..100 {
+        match SubscriptionsView::get(delivery.db(), subscription_id).await? {
+            Some(row) if row.enabled => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// The secrets a delivery is signed with now: the current one, and the previous one while its
+/// grace period lasts.
+pub(super) async fn load_secrets(
+    log: &EventLog,
+    subscription: &SubscriptionRow,
+    now: DateTime<Utc>,
+) -> Result<Vec<SigningSecret>, ProjectionError> {
+    let owner = StreamId::new(STREAM_KIND, subscription.id.to_string());
+    let mut versions = vec![subscription.secret_version];
+    if let Some((previous, until)) = subscription.previous_secret
+        && until > now
+    {
+        versions.push(previous);
+    }
+    let mut secrets = Vec::new();
+    for version in versions {
+        if let Some(shown) = log.secret(&owner, &secret_kind(version)).await? {
+            let secret = SigningSecret::parse(&shown).map_err(|e| ProjectionError::Malformed {
+                position: 0,
+                reason: e.to_string(),
+            })?;
+            secrets.push(secret);
+        }
+    }
+    Ok(secrets)
+}
