@@ -308,6 +308,15 @@ async fn a_500_is_retried_with_the_same_id_until_a_2xx() {
             ("delivered", 200, 4)
         ]
     );
+    let counted = |outcome: &'static str| {
+        let app = &app;
+        async move {
+            app.metric(&format!("keyledger_webhook_attempts_total{{outcome=\"{outcome}\"}}"))
+                .await
+        }
+    };
+    assert_eq!(counted("failed").await, 3);
+    assert_eq!(counted("delivered").await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

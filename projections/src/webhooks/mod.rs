@@ -78,6 +78,26 @@ pub struct DeliveryMetrics {
 }
 
 impl DeliveryMetrics {
+    /// The Prometheus text of these counters.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP keyledger_webhook_attempts_total Webhook delivery attempts by outcome.\n\
+             # TYPE keyledger_webhook_attempts_total counter\n",
+        );
+        for (outcome, counter) in [
+            ("delivered", &self.delivered),
+            ("failed", &self.failed),
+            ("dead_lettered", &self.dead_lettered),
+            ("gone", &self.gone),
+        ] {
+            out.push_str(&format!(
+                "keyledger_webhook_attempts_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+
     fn record(&self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Delivered => &self.delivered,
