@@ -16,6 +16,7 @@ mod rebuild;
 mod report;
 mod scratch;
 mod server;
+mod webhooks;
 mod workload;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,6 +42,9 @@ enum What {
     Logins(logins::Options),
     /// The real server's resident memory with 1M users in its views.
     Memory(memory::Options),
+    /// Webhook deliveries/s to 1 and 20 subscriptions, and append-to-receipt lag, beside raw
+    /// POSTs to the same loopback receiver.
+    Webhooks(webhooks::Options),
     /// Every benchmark above at its default size.
     All,
 }
@@ -74,11 +78,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         What::Rebuild(options) => rebuild::run(&options, places).await,
         What::Logins(options) => logins::run(&options, places).await,
         What::Memory(options) => memory::run(&options, places).await,
+        What::Webhooks(options) => webhooks::run(&options, places).await,
         What::All => {
             appends::run(&defaults()?, places).await?;
             rebuild::run(&defaults()?, places).await?;
             logins::run(&defaults()?, places).await?;
-            memory::run(&defaults()?, places).await
+            memory::run(&defaults()?, places).await?;
+            webhooks::run(&defaults()?, places).await
         }
     }
 }

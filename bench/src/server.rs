@@ -99,6 +99,16 @@ impl Server {
     /// Starts `keyledger serve` on 127.0.0.1 port 0 against `database_url`, its log lines
     /// going to `log_path`, and waits until it prints its address.
     pub async fn start(bin: &Path, database_url: &str, log_path: &Path) -> anyhow::Result<Self> {
+        Self::start_with_env(bin, database_url, log_path, &[]).await
+    }
+
+    /// Like [`Server::start`], with extra environment variables.
+    pub async fn start_with_env(
+        bin: &Path,
+        database_url: &str,
+        log_path: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let log = std::fs::File::create(log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
         let mut child = Command::new(bin)
@@ -110,6 +120,7 @@ impl Server {
                 database_url,
             ])
             .env("KEYLEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)

@@ -311,8 +311,10 @@ async fn a_500_is_retried_with_the_same_id_until_a_2xx() {
     let counted = |outcome: &'static str| {
         let app = &app;
         async move {
-            app.metric(&format!("keyledger_webhook_attempts_total{{outcome=\"{outcome}\"}}"))
-                .await
+            app.metric(&format!(
+                "keyledger_webhook_attempts_total{{outcome=\"{outcome}\"}}"
+            ))
+            .await
         }
     };
     assert_eq!(counted("failed").await, 3);

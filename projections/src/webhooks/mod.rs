@@ -98,7 +98,7 @@ impl DeliveryMetrics {
         out
     }
 
-    fn record(&self, outcome: Outcome) {
+    pub(crate) fn record(&self, outcome: Outcome) {
         let counter = match outcome {
             Outcome::Delivered => &self.delivered,
             Outcome::Failed => &self.failed,
@@ -196,8 +196,9 @@ impl Delivery {
             Outcome::Failed
         };
         let id = Uuid::now_v7();
+        let mut conn = self.db().pool().acquire().await?;
         state::record_attempt(
-            self.db(),
+            &mut conn,
             id,
             &NewAttempt {
                 subscription_id: subscription.id,

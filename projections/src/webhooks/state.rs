@@ -139,7 +139,7 @@ fn state(row: &AnyRow) -> Result<DeliveryState, ProjectionError> {
 /// Writes the whole state back, only while `lease` holds it. Returns false when the lease was
 /// lost: the caller must stop delivering.
 pub async fn save(
-    db: &Database,
+    conn: &mut AnyConnection,
     lease: &Lease,
     state: &DeliveryState,
 ) -> Result<bool, ProjectionError> {
@@ -156,7 +156,7 @@ pub async fn save(
     .bind(i64::from(state.consecutive_dead_letters))
     .bind(lease.subscription_id.to_string())
     .bind(&lease.owner)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -239,7 +239,7 @@ pub struct NewAttempt<'a> {
 }
 
 pub async fn record_attempt(
-    db: &Database,
+    conn: &mut AnyConnection,
     id: Uuid,
     attempt: &NewAttempt<'_>,
 ) -> Result<(), ProjectionError> {
@@ -260,19 +260,24 @@ pub async fn record_attempt(
     .bind(attempt.error)
     .bind(attempt.response_body)
     .bind(attempt.outcome.as_str())
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-pub async fn record_dead_letter(
-    db: &Database,
+/// An event that failed every attempt, for one subscription.
+pub struct NewDeadLetter<'a> {
+    pub position: u64,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    pub at: DateTime<Utc>,
+    pub last_error: &'a str,
+}
+
+async fn record_dead_letter(
+    conn: &mut AnyConnection,
     subscription_id: Uuid,
-    position: u64,
-    event_id: Uuid,
-    event_type: &str,
-    at: DateTime<Utc>,
-    last_error: &str,
+    dead: &NewDeadLetter<'_>,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
         "INSERT INTO webhook_dead_letters (subscription_id, position, event_id, event_type, at, \
@@ -280,14 +285,40 @@ pub async fn record_dead_letter(
          ON CONFLICT (subscription_id, position) DO UPDATE SET at = $5, last_error = $6",
     )
     .bind(subscription_id.to_string())
-    .bind(to_i64(position))
-    .bind(event_id.to_string())
-    .bind(event_type)
-    .bind(micros(at))
-    .bind(last_error)
-    .execute(db.pool())
+    .bind(to_i64(dead.position))
+    .bind(dead.event_id.to_string())
+    .bind(dead.event_type)
+    .bind(micros(dead.at))
+    .bind(dead.last_error)
+    .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Records attempts (and the dead letter the last one made, if any) and writes the state back,
+/// in one transaction: attempts are on record before the cursor moves past their events. Returns
+/// false when the lease was lost (nothing is written then).
+pub async fn commit(
+    db: &Database,
+    lease: &Lease,
+    state: &DeliveryState,
+    attempts: &[NewAttempt<'_>],
+    dead_letter: Option<&NewDeadLetter<'_>>,
+) -> Result<bool, ProjectionError> {
+    let mut tx = db.pool().begin().await?;
+    // The state update comes first: it takes SQLite's write lock before anything else.
+    if !save(&mut tx, lease, state).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for attempt in attempts {
+        record_attempt(&mut tx, Uuid::now_v7(), attempt).await?;
+    }
+    if let Some(dead) = dead_letter {
+        record_dead_letter(&mut tx, lease.subscription_id, dead).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
 }
 
 #[derive(Debug, Clone, Default)]

@@ -17,13 +17,15 @@ use uuid::Uuid;
 use super::payload;
 use super::send::{self, Response};
 use super::signature::SigningSecret;
-use super::state::{self, DeliveryState, Lease, NewAttempt, Outcome, Trigger};
+use super::state::{self, DeliveryState, Lease, NewAttempt, NewDeadLetter, Outcome, Trigger};
 use super::view::{SubscriptionRow, SubscriptionsView};
 use super::{Delivery, STREAM_KIND, secret_kind};
 use crate::error::ProjectionError;
 
 /// Events read from the log per step.
 const PAGE: u32 = 200;
+/// Successful deliveries recorded per commit, at most.
+const DELIVERED_PER_COMMIT: usize = 32;
 /// How often an idle worker looks again at its subscription (settings, redeliveries).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
@@ -121,18 +123,42 @@ async fn step(
     if events.is_empty() {
         return Ok(Next::Idle);
     }
+    let mut secrets: Option<Vec<SigningSecret>> = None;
+    // Successful deliveries are recorded together, with the cursor, once per batch: one commit
+    // instead of one per event. A crash before that commit sends the batch again (at least once,
+    // same ids), so the batch is kept small.
+    let mut delivered: Vec<Delivered<'_>> = Vec::new();
     for event in &events {
         if !subscription.wants(event) {
             progress.delivered_through = event.position;
             continue;
         }
-        let secrets = delivery.secrets(subscription).await?;
+        let secrets = match &mut secrets {
+            Some(loaded) => loaded,
+            empty => empty.insert(delivery.secrets(subscription).await?),
+        };
         progress.attempt += 1;
         let now = Utc::now();
-        let response = deliver(delivery, subscription, &secrets, event, now).await?;
-        let outcome = if response.delivered() {
-            Outcome::Delivered
-        } else if response.gone() {
+        let response = deliver(delivery, subscription, secrets, event, now).await?;
+        if response.delivered() {
+            delivery.metrics.record(Outcome::Delivered);
+            delivered.push(Delivered {
+                attempt: progress.attempt,
+                at: now,
+                event,
+                response,
+            });
+            progress.delivered_through = event.position;
+            progress.attempt = 0;
+            progress.consecutive_dead_letters = 0;
+            if delivered.len() >= DELIVERED_PER_COMMIT
+                && !commit_delivered(delivery, lease, progress, &mut delivered).await?
+            {
+                return Ok(Next::Stop);
+            }
+            continue;
+        }
+        let outcome = if response.gone() {
             Outcome::Gone
         } else if let Some(delay) = delivery
             .config
@@ -142,10 +168,13 @@ async fn step(
             progress.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             Outcome::Failed
         } else {
+            tracing::warn!(subscription = %subscription.id, position = event.position, "webhook dead-lettered");
+            progress.delivered_through = event.position;
+            progress.consecutive_dead_letters += 1;
             Outcome::DeadLettered
         };
-        record(
-            delivery,
+        delivery.metrics.record(outcome);
+        let failed = attempt_of(
             subscription.id,
             event,
             progress.attempt,
@@ -153,23 +182,40 @@ async fn step(
             now,
             &response,
             outcome,
+        );
+        let why = response.error.as_deref().unwrap_or("failed");
+        let dead_letter = (outcome == Outcome::DeadLettered).then(|| NewDeadLetter {
+            position: event.position,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            at: now,
+            last_error: why,
+        });
+        if outcome == Outcome::DeadLettered {
+            progress.attempt = 0;
+        }
+        let mut attempts: Vec<NewAttempt<'_>> = delivered
+            .iter()
+            .map(|d| d.attempt(subscription.id))
+            .collect();
+        attempts.push(failed);
+        if !state::commit(
+            delivery.db(),
+            lease,
+            progress,
+            &attempts,
+            dead_letter.as_ref(),
         )
-        .await?;
+        .await?
+        {
+            return Ok(Next::Stop);
+        }
+        drop(attempts);
+        delivered.clear();
         match outcome {
-            Outcome::Delivered => {
-                progress.delivered_through = event.position;
-                progress.attempt = 0;
-                progress.consecutive_dead_letters = 0;
-            }
-            Outcome::Failed => {
-                // Order holds: nothing after this event goes out before it.
-                return Ok(match saved(delivery, lease, progress).await? {
-                    Next::Continue => Next::WaitUntil(progress.next_attempt_at),
-                    other => other,
-                });
-            }
+            // Order holds: nothing after this event goes out before it.
+            Outcome::Failed => return Ok(Next::WaitUntil(progress.next_attempt_at)),
             Outcome::Gone => {
-                saved(delivery, lease, progress).await?;
                 disable(
                     delivery,
                     subscription.id,
@@ -179,38 +225,66 @@ async fn step(
                 .await?;
                 return Ok(Next::Stop);
             }
-            Outcome::DeadLettered => {
-                let why = response.error.as_deref().unwrap_or("failed");
-                state::record_dead_letter(
-                    delivery.db(),
-                    subscription.id,
-                    event.position,
-                    event.event_id,
-                    &event.event_type,
-                    now,
-                    why,
-                )
-                .await?;
-                tracing::warn!(subscription = %subscription.id, position = event.position, "webhook dead-lettered");
-                progress.delivered_through = event.position;
-                progress.attempt = 0;
-                progress.consecutive_dead_letters += 1;
-                if progress.consecutive_dead_letters >= delivery.config.disable_after_dead_letters {
-                    saved(delivery, lease, progress).await?;
-                    let detail = format!(
-                        "{} deliveries in a row were dead-lettered",
-                        progress.consecutive_dead_letters
-                    );
-                    disable(delivery, subscription.id, DisableReason::Failing, &detail).await?;
-                    return Ok(Next::Stop);
-                }
+            Outcome::DeadLettered
+                if progress.consecutive_dead_letters
+                    >= delivery.config.disable_after_dead_letters =>
+            {
+                let detail = format!(
+                    "{} deliveries in a row were dead-lettered",
+                    progress.consecutive_dead_letters
+                );
+                disable(delivery, subscription.id, DisableReason::Failing, &detail).await?;
+                return Ok(Next::Stop);
             }
-        }
-        if let Next::Stop = saved(delivery, lease, progress).await? {
-            return Ok(Next::Stop);
+            Outcome::Delivered | Outcome::DeadLettered => {}
         }
     }
-    saved(delivery, lease, progress).await
+    if delivered.is_empty() {
+        saved(delivery, lease, progress).await
+    } else if commit_delivered(delivery, lease, progress, &mut delivered).await? {
+        Ok(Next::Continue)
+    } else {
+        Ok(Next::Stop)
+    }
+}
+
+/// A successful delivery not yet recorded.
+struct Delivered<'a> {
+    attempt: u32,
+    at: DateTime<Utc>,
+    event: &'a RecordedEvent,
+    response: Response,
+}
+
+impl Delivered<'_> {
+    fn attempt(&self, subscription_id: Uuid) -> NewAttempt<'_> {
+        attempt_of(
+            subscription_id,
+            self.event,
+            self.attempt,
+            Trigger::Log,
+            self.at,
+            &self.response,
+            Outcome::Delivered,
+        )
+    }
+}
+
+/// Records the batch of successful deliveries with the state, and empties it.
+async fn commit_delivered(
+    delivery: &Delivery,
+    lease: &Lease,
+    progress: &DeliveryState,
+    delivered: &mut Vec<Delivered<'_>>,
+) -> Result<bool, ProjectionError> {
+    let attempts: Vec<NewAttempt<'_>> = delivered
+        .iter()
+        .map(|d| d.attempt(lease.subscription_id))
+        .collect();
+    let kept = state::commit(delivery.db(), lease, progress, &attempts, None).await?;
+    drop(attempts);
+    delivered.clear();
+    Ok(kept)
 }
 
 async fn saved(
@@ -218,7 +292,8 @@ async fn saved(
     lease: &Lease,
     progress: &DeliveryState,
 ) -> Result<Next, ProjectionError> {
-    Ok(if state::save(delivery.db(), lease, progress).await? {
+    let mut conn = delivery.db().pool().acquire().await?;
+    Ok(if state::save(&mut conn, lease, progress).await? {
         Next::Continue
     } else {
         Next::Stop
@@ -256,8 +331,8 @@ async fn redeliver(
         } else {
             Outcome::Failed
         };
-        record(
-            delivery,
+        delivery.metrics.record(outcome);
+        let attempt = attempt_of(
             subscription.id,
             &event,
             1,
@@ -265,8 +340,9 @@ async fn redeliver(
             now,
             &response,
             outcome,
-        )
-        .await?;
+        );
+        let mut conn = delivery.db().pool().acquire().await?;
+        state::record_attempt(&mut conn, Uuid::now_v7(), &attempt).await?;
     }
     progress.redelivered_through = request.request_position;
     Ok(true)
@@ -295,36 +371,28 @@ async fn deliver(
     .await)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    delivery: &Delivery,
+fn attempt_of<'a>(
     subscription_id: Uuid,
     event: &RecordedEvent,
     attempt: u32,
     trigger: Trigger,
     at: DateTime<Utc>,
-    response: &Response,
+    response: &'a Response,
     outcome: Outcome,
-) -> Result<(), ProjectionError> {
-    delivery.metrics.record(outcome);
-    state::record_attempt(
-        delivery.db(),
-        Uuid::now_v7(),
-        &NewAttempt {
-            subscription_id,
-            event_id: event.event_id,
-            position: event.position,
-            attempt,
-            trigger,
-            at,
-            status_code: response.status,
-            latency_ms: response.latency_ms(),
-            error: response.error.as_deref(),
-            response_body: response.body.as_deref(),
-            outcome,
-        },
-    )
-    .await
+) -> NewAttempt<'a> {
+    NewAttempt {
+        subscription_id,
+        event_id: event.event_id,
+        position: event.position,
+        attempt,
+        trigger,
+        at,
+        status_code: response.status,
+        latency_ms: response.latency_ms(),
+        error: response.error.as_deref(),
+        response_body: response.body.as_deref(),
+        outcome,
+    }
 }
 
 /// The receiver's answers decided it: recorded as the subscription's own event, by the system.
