@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Row;
 
-use crate::{Backend, TestApp, app, on_both_backends};
+use crate::{BIN, Backend, TestApp, on_both_backends};
 
 on_both_backends!(canary_secrets_appear_nowhere_but_where_they_must);
 
@@ -50,7 +50,12 @@ async fn dump_database(app: &TestApp, backend: Backend, skip_secrets: bool) -> S
 }
 
 async fn canary_secrets_appear_nowhere_but_where_they_must(backend: Backend) {
-    let app = app(backend).await;
+    let app = TestApp::spawn_with(
+        BIN,
+        backend,
+        &[("KEYLEDGER_WEBHOOK_ALLOW", "loopback,http")],
+    )
+    .await;
     let canary = format!("CANARY-{}", uuid::Uuid::now_v7().simple());
     let first = format!("{canary}-first-password");
     let wrong = format!("{canary}-wrong-password");
@@ -84,7 +89,40 @@ async fn canary_secrets_appear_nowhere_but_where_they_must(backend: Backend) {
         )
         .await;
     answers.push(set.text());
+    // A webhook subscription: its signing secret is shown once, in this answer only.
+    let subscribed = app
+        .admin(
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(json!({ "url": "http://127.0.0.1:9/in", "event_types": ["*"] })),
+        )
+        .await;
+    let webhook_secret = subscribed.json()["secret"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let subscription = subscribed.json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let rotated = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/webhooks/{subscription}/rotate-secret"),
+            Some(json!({})),
+        )
+        .await;
+    let rotated_secret = rotated.json()["secret"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_default();
     let head = app.head().await;
+    answers.push(app.admin_read("/api/v1/webhooks", head).await.text());
+    answers.push(
+        app.admin_read(&format!("/api/v1/webhooks/{subscription}"), head)
+            .await
+            .text(),
+    );
     answers.push(
         app.admin_read("/api/v1/audit?limit=1000", head)
             .await
@@ -102,7 +140,12 @@ async fn canary_secrets_appear_nowhere_but_where_they_must(backend: Backend) {
             .text(),
     );
 
+    assert!(webhook_secret.starts_with("whsec_") && rotated_secret.starts_with("whsec_"));
     for answer in &answers {
+        assert!(
+            !answer.contains("whsec_"),
+            "an API answer repeats a webhook secret: {answer}"
+        );
         assert!(
             !answer.contains(&canary),
             "an API answer carries a password: {answer}"
@@ -121,6 +164,10 @@ async fn canary_secrets_appear_nowhere_but_where_they_must(backend: Backend) {
         "the server log carries a session token"
     );
     assert!(!log.contains("$argon2"), "the server log carries a hash");
+    assert!(
+        !log.contains("whsec_"),
+        "the server log carries a webhook secret"
+    );
 
     let everything = dump_database(&app, backend, false).await;
     assert!(
@@ -139,5 +186,13 @@ async fn canary_secrets_appear_nowhere_but_where_they_must(backend: Backend) {
     assert!(
         !outside_secrets.contains("$argon2"),
         "a hash is outside the secrets table"
+    );
+    assert!(
+        everything.contains(&webhook_secret) && everything.contains(&rotated_secret),
+        "webhook secrets are kept"
+    );
+    assert!(
+        !outside_secrets.contains("whsec_"),
+        "a webhook secret is outside the secrets table"
     );
 }
