@@ -12,7 +12,7 @@ pub const MAX_WINDOW_SECONDS: u64 = 2_592_000;
 pub const MAX_LOCK_SECONDS: u64 = 31_536_000;
 
 /// A tenant's lockout policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockoutPolicy {
     /// When false, failures are still recorded but never lock.
     pub enabled: bool,

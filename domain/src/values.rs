@@ -45,7 +45,7 @@ pub const DISPLAY_NAME_MAX_CODE_POINTS: usize = 200;
 
 /// A login name: trimmed, NFKC-normalised, 1 to 64 code points, no whitespace or control
 /// characters, not a reserved name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct Username(String);
 
@@ -88,7 +88,7 @@ impl Username {
 /// An email address, checked only for shape: trimmed, at most 254 characters, exactly one `@`
 /// with a non-empty local part and a dotted domain, no whitespace or control characters. Whether
 /// it receives mail is for a confirmation message to find out, not for a parser.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct Email(String);
 
@@ -141,7 +141,7 @@ impl Email {
 
 /// A name to show people: trimmed, 1 to 200 code points, no control characters. Spaces and any
 /// script are welcome.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct DisplayName(String);
 

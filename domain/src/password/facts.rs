@@ -16,7 +16,7 @@ pub fn normalize(candidate: &str) -> String {
 }
 
 /// Facts about one candidate password, enough for [`PasswordPolicy::judge`](super::PasswordPolicy::judge).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PasswordFacts {
     /// Length of the normalised form in Unicode code points (not bytes, not graphemes): NIST
     /// counts each code point as one character.

@@ -4,7 +4,7 @@ use thiserror::Error;
 use super::facts::PasswordFacts;
 
 /// A tenant's password policy. Defaults follow NIST SP 800-63B-4.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PasswordPolicy {
     /// Minimum length when the password is the account's only factor (NIST: at least 15).
     pub min_length_single_factor: u32,
@@ -25,7 +25,7 @@ impl Default for PasswordPolicy {
 }
 
 /// Why a password was refused. Stable codes: they appear in events and API answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error, schemars::JsonSchema)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum PasswordRejection {
     #[error("the password is shorter than {min_length} characters")]
@@ -65,7 +65,7 @@ impl PasswordRejection {
 }
 
 /// How a stored hash was made, so that older hashes can be recognised and upgraded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HashParams {
     /// Always `argon2id` today.
     pub algorithm: String,

@@ -6,7 +6,7 @@ use crate::lockout::LockoutPolicy;
 use crate::password::PasswordPolicy;
 
 /// Everything that happens to a tenant. Type names are stable: never rename one once shipped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum TenantEvent {
     #[serde(rename = "tenant.created")]
@@ -17,14 +17,14 @@ pub enum TenantEvent {
     PasswordPolicyChanged(PasswordPolicyChanged),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TenantCreated {
     pub tenant_id: Uuid,
     pub name: String,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LockoutPolicyChanged {
     pub policy: LockoutPolicy,
     /// Starts at 1 with the first change; lock events name the version that decided them.
@@ -32,7 +32,7 @@ pub struct LockoutPolicyChanged {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PasswordPolicyChanged {
     pub policy: PasswordPolicy,
     pub at: DateTime<Utc>,

@@ -7,7 +7,7 @@ use super::target::TargetUrl;
 
 /// Everything that happens to a webhook subscription. No event carries the signing secret:
 /// only the version under which it is kept beside the log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", content = "data")]
 pub enum WebhookSubscriptionEvent {
     #[serde(rename = "webhook.subscription.created")]
@@ -28,7 +28,7 @@ pub enum WebhookSubscriptionEvent {
     RedeliveryRequested(RedeliveryRequested),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionCreated {
     pub subscription_id: Uuid,
     pub tenant_id: Uuid,
@@ -41,7 +41,7 @@ pub struct SubscriptionCreated {
 }
 
 /// Only the fields that changed are present; `description: null` cleared it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionUpdated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<TargetUrl>,
@@ -52,16 +52,17 @@ pub struct SubscriptionUpdated {
         skip_serializing_if = "Option::is_none",
         with = "double_option"
     )]
+    #[schemars(with = "Option<String>")]
     pub description: Option<Option<String>>,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionEnabled {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DisableReason {
     /// An admin disabled it.
@@ -72,7 +73,7 @@ pub enum DisableReason {
     Failing,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionDisabled {
     pub reason: DisableReason,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,12 +81,12 @@ pub struct SubscriptionDisabled {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionDeleted {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SecretRotated {
     pub secret_version: u32,
     pub previous_secret_version: u32,
@@ -94,13 +95,13 @@ pub struct SecretRotated {
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SubscriptionResynced {
     pub after_position: u64,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RedeliveryRequested {
     pub event_position: u64,
     pub at: DateTime<Utc>,

@@ -20,7 +20,7 @@ pub enum PatternError {
     Malformed(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub enum EventTypePattern {
     All,
@@ -91,7 +91,7 @@ impl From<EventTypePattern> for String {
 }
 
 /// A non-empty list of patterns, without duplicates, in the order given.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(transparent)]
 pub struct EventTypePatterns(Vec<EventTypePattern>);
 

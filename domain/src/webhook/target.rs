@@ -24,7 +24,7 @@ pub enum TargetUrlError {
 }
 
 /// An absolute http(s) URL without credentials or fragment, kept in its normalised form.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "String", into = "String")]
 pub struct TargetUrl(String);
 

@@ -3,6 +3,7 @@
 //! ([`state`]), one worker per subscription ([`worker`]) on whichever node holds its lease.
 //! Nothing a replay or a rebuild does sends a webhook: only [`Delivery::spawn`] does.
 
+pub mod catalog;
 pub mod guard;
 pub mod payload;
 pub mod schedule;
