@@ -145,6 +145,10 @@ async fn every_event_arrives_signed_in_log_order(backend: Backend) {
             "standardwebhooks verified it"
         );
         assert_eq!(
+            delivery.schema_errors, None,
+            "the body matches its published schema"
+        );
+        assert_eq!(
             delivery.webhook_id,
             delivery.payload["id"].as_str().unwrap()
         );

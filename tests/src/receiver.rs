@@ -45,6 +45,8 @@ pub struct Received {
     /// The body exactly as received.
     pub raw: String,
     pub payload: Value,
+    /// What the body's published JSON Schema (`docs/schemas/`) found wrong with it, if anything.
+    pub schema_errors: Option<String>,
 }
 
 pub struct Receiver {
@@ -137,6 +139,7 @@ impl Receiver {
                 status: r["status"].as_u64().unwrap_or_default() as u16,
                 raw: r["raw"].as_str().unwrap_or_default().to_owned(),
                 payload: r["payload"].clone(),
+                schema_errors: r["schema_errors"].as_str().map(str::to_owned),
             })
             .collect()
     }

@@ -9,12 +9,29 @@ Usage: receiver.py PORT [SECRET...]   (prints "listening PORT" once it accepts c
 """
 
 import json
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from jsonschema import Draft202012Validator
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+# The published schema of each event type: docs/schemas/<type>.json.
+SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "schemas")
+
+
+def schema_errors(payload):
+    """None when the body matches its type's published schema, else what is wrong."""
+    kind = payload.get("type") if isinstance(payload, dict) else None
+    path = os.path.join(SCHEMAS, f"{kind}.json")
+    if not kind or not os.path.exists(path):
+        return f"no published schema for {kind!r}"
+    with open(path) as f:
+        validator = Draft202012Validator(json.load(f))
+    errors = [e.message for e in validator.iter_errors(payload)]
+    return "; ".join(errors) or None
 
 lock = threading.Lock()
 config = {"secrets": [], "status": 200, "statuses": [], "delay_ms": 0}
@@ -79,6 +96,7 @@ class Handler(BaseHTTPRequestHandler):
                     "status": status,
                     "raw": body.decode("utf-8", "replace"),
                     "payload": payload,
+                    "schema_errors": schema_errors(payload),
                 }
             )
         self._answer(status, json.dumps({"status": status}).encode())
