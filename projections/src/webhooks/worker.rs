@@ -1,7 +1,8 @@
 //! Delivers one subscription: follows the global log from the subscription's durable cursor,
 //! sends each matching event in log order, retries on the schedule, dead-letters after the
-//! last attempt and moves on. The cursor moves only after an attempt is recorded, so a crash
-//! repeats at most the attempt in flight (at-least-once, same `webhook-id`).
+//! last attempt and moves on. The cursor moves only in the transaction that records the
+//! attempts before it, so a crash repeats at most the deliveries not yet recorded (at most
+//! [`DELIVERED_PER_COMMIT`]): at least once, with the same `webhook-id`.
 
 use std::time::Duration;
 
@@ -47,14 +48,21 @@ pub async fn run(
         owner: delivery.config.node_id.clone(),
     };
     let mut appended = delivery.log.subscribe();
+    // Renewed when a third of the lease is left: often enough that it never lapses while this
+    // node lives, rarely enough that an idle subscription costs no write per poll.
+    let mut renew_at = Utc::now();
     loop {
         if *shutdown.borrow() {
             state::release(delivery.db(), &lease).await?;
             return Ok(Stopped::Shutdown);
         }
         let now = Utc::now();
-        if !state::acquire(delivery.db(), &lease, now, now + delivery.lease_span()).await? {
-            return Ok(Stopped::NotOurs);
+        if now >= renew_at {
+            let span = delivery.lease_span();
+            if !state::acquire(delivery.db(), &lease, now, now + span).await? {
+                return Ok(Stopped::NotOurs);
+            }
+            renew_at = now + span * 2 / 3;
         }
         let Some(subscription) = SubscriptionsView::get(delivery.db(), subscription_id).await?
         else {
@@ -68,18 +76,22 @@ pub async fn run(
         let Some(mut progress) = state::read(delivery.db(), &lease).await? else {
             return Ok(Stopped::NotOurs);
         };
-        let wait = match step(&delivery, &lease, &subscription, &mut progress).await? {
+        let (wait, until_appended) = match step(&delivery, &lease, &subscription, &mut progress)
+            .await?
+        {
             Next::Continue => continue,
             Next::Stop => return Ok(Stopped::NotOurs),
-            Next::WaitUntil(at) => (at - Utc::now())
-                .to_std()
-                .unwrap_or_default()
-                .min(delivery.lease_span().to_std().unwrap_or(IDLE_POLL) / 3),
-            Next::Idle => IDLE_POLL,
+            // A retry waits for its time, whatever is appended meanwhile; the lease is renewed
+            // on the way.
+            Next::WaitUntil(at) => (
+                (at.min(renew_at) - Utc::now()).to_std().unwrap_or_default(),
+                false,
+            ),
+            Next::Idle => (IDLE_POLL, true),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = appended.changed(), if wait == IDLE_POLL => {}
+            _ = appended.changed(), if until_appended => {}
             _ = shutdown.changed() => {}
         }
     }
