@@ -814,3 +814,55 @@ async fn a_dead_node_hands_its_subscriptions_over_without_losing_or_reordering()
     assert_eq!(first_seen, ids);
     assert!(received.iter().all(|r| r.verified_with == vec![0]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_with_retry_after_is_retried_no_sooner() {
+    let app = app_with(Backend::Sqlite, &[]).await;
+    let receiver = Receiver::start().await;
+    let (id, secret) = subscribe(&app, &receiver.url("/hook"), &["user.created"]).await;
+    receiver
+        .configure(
+            json!({ "secrets": [secret], "statuses": [429], "headers": { "retry-after": "2" } }),
+        )
+        .await;
+    users(&app, "throttled", 1).await;
+    let received = receiver.wait_until("the retry", |r| r.len() >= 2).await;
+    assert_eq!(received[0].status, 429);
+    assert_eq!(received[1].status, 200);
+    // The schedule says 200 ms; the receiver asked for 2 s.
+    assert!(
+        received[1].timestamp - received[0].timestamp >= 2,
+        "retried after {} s",
+        received[1].timestamp - received[0].timestamp
+    );
+    let recorded = attempts(&app, &id, "").await;
+    assert_eq!(recorded[0]["status_code"], 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_a_failure_and_is_not_followed() {
+    let app = app_with(Backend::Sqlite, &[]).await;
+    let receiver = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let (id, secret) = subscribe(&app, &receiver.url("/hook"), &["user.created"]).await;
+    receiver
+        .configure(json!({
+            "secrets": [secret],
+            "statuses": [302],
+            "headers": { "location": elsewhere.url("/stolen") },
+        }))
+        .await;
+    users(&app, "redirected", 1).await;
+    let received = receiver
+        .wait_until("the retry after the redirect", |r| r.len() >= 2)
+        .await;
+    assert_eq!(received[0].status, 302);
+    assert_eq!(received[1].status, 200);
+    assert!(
+        elsewhere.received().await.is_empty(),
+        "the redirect was not followed"
+    );
+    let recorded = attempts(&app, &id, "").await;
+    assert_eq!(recorded[0]["outcome"], "failed");
+    assert_eq!(recorded[0]["status_code"], 302);
+}

@@ -1,8 +1,10 @@
 """A webhook receiver for the end-to-end tests: verifies every delivery with the independent
 `standardwebhooks` library from PyPI and records what it got. Tests steer it over HTTP:
 
-  POST /_control  {"secrets": [...], "status": 200, "statuses": [500, 500], "delay_ms": 0}
-                  (`statuses` are answered first, one per delivery, then `status`)
+  POST /_control  {"secrets": [...], "status": 200, "statuses": [500, 500], "delay_ms": 0,
+                   "headers": {"retry-after": "2"}}
+                  (`statuses` are answered first, one per delivery, then `status`; `headers`
+                  go with every answer that is not a 2xx)
   GET  /_received the deliveries so far, in arrival order
 
 Usage: receiver.py PORT [SECRET...]   (prints "listening PORT" once it accepts connections)
@@ -34,7 +36,7 @@ def schema_errors(payload):
     return "; ".join(errors) or None
 
 lock = threading.Lock()
-config = {"secrets": [], "status": 200, "statuses": [], "delay_ms": 0}
+config = {"secrets": [], "status": 200, "statuses": [], "delay_ms": 0, "headers": {}}
 received = []
 
 
@@ -42,8 +44,10 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def _answer(self, status, body=b""):
+    def _answer(self, status, body=b"", headers=None):
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -72,6 +76,7 @@ class Handler(BaseHTTPRequestHandler):
             secrets = list(config["secrets"])
             status = config["statuses"].pop(0) if config["statuses"] else config["status"]
             delay = config["delay_ms"]
+            extra = dict(config["headers"]) if not 200 <= status < 300 else {}
         verified = []
         for index, secret in enumerate(secrets):
             try:
@@ -99,7 +104,7 @@ class Handler(BaseHTTPRequestHandler):
                     "schema_errors": schema_errors(payload),
                 }
             )
-        self._answer(status, json.dumps({"status": status}).encode())
+        self._answer(status, json.dumps({"status": status}).encode(), extra)
 
 
 class Server(ThreadingHTTPServer):

@@ -32,6 +32,8 @@ pub struct Response {
     /// Why there was no 2xx: a status, a timeout, a refused connection.
     pub error: Option<String>,
     pub body: Option<String>,
+    /// A 429 or 503 answer's `Retry-After`, in seconds: the next attempt waits at least this.
+    pub retry_after: Option<Duration>,
 }
 
 impl Response {
@@ -64,6 +66,7 @@ pub async fn post(
         latency: started.elapsed(),
         error: Some(error),
         body: None,
+        retry_after: None,
     };
     let target = match url::Url::parse(url) {
         Ok(target) => target,
@@ -97,6 +100,7 @@ pub async fn post(
         Err(e) => return refused(describe(&e)),
     };
     let status = response.status();
+    let retry_after = retry_after(status, response.headers());
     let mut kept = Vec::new();
     while kept.len() < RESPONSE_BODY_LIMIT {
         match response.chunk().await {
@@ -110,7 +114,26 @@ pub async fn post(
         latency: started.elapsed(),
         error: (!status.is_success()).then(|| format!("answered {status}")),
         body: (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned()),
+        retry_after,
     }
+}
+
+/// The longest `Retry-After` honoured: a receiver cannot park a subscription for longer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` in delay-seconds form, on the answers that mean "slow down".
+fn retry_after(status: StatusCode, headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).min(MAX_RETRY_AFTER))
 }
 
 fn describe(e: &reqwest::Error) -> String {

@@ -76,19 +76,18 @@ pub async fn run(
         let Some(mut progress) = state::read(delivery.db(), &lease).await? else {
             return Ok(Stopped::NotOurs);
         };
-        let (wait, until_appended) = match step(&delivery, &lease, &subscription, &mut progress)
-            .await?
-        {
-            Next::Continue => continue,
-            Next::Stop => return Ok(Stopped::NotOurs),
-            // A retry waits for its time, whatever is appended meanwhile; the lease is renewed
-            // on the way.
-            Next::WaitUntil(at) => (
-                (at.min(renew_at) - Utc::now()).to_std().unwrap_or_default(),
-                false,
-            ),
-            Next::Idle => (IDLE_POLL, true),
-        };
+        let (wait, until_appended) =
+            match step(&delivery, &lease, &subscription, &mut progress).await? {
+                Next::Continue => continue,
+                Next::Stop => return Ok(Stopped::NotOurs),
+                // A retry waits for its time, whatever is appended meanwhile; the lease is renewed
+                // on the way.
+                Next::WaitUntil(at) => (
+                    (at.min(renew_at) - Utc::now()).to_std().unwrap_or_default(),
+                    false,
+                ),
+                Next::Idle => (IDLE_POLL, true),
+            };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = appended.changed(), if until_appended => {}
@@ -177,6 +176,7 @@ async fn step(
             .schedule
             .delay_after(progress.attempt, rand::thread_rng().gen_range(-1.0..=1.0))
         {
+            let delay = delay.max(response.retry_after.unwrap_or_default());
             progress.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
             Outcome::Failed
         } else {
