@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod passwords;
 pub mod routes;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod tokens;
@@ -33,7 +34,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, settings, system, users};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -67,7 +68,12 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .route("/me/password", post(auth::change_password))
-        .route("/audit", get(audit::list_audit));
+        .route("/audit", get(audit::list_audit))
+        .route(
+            "/checkpoints",
+            get(checkpoints::list_checkpoints).post(checkpoints::sign_checkpoint),
+        )
+        .route("/checkpoints/latest", get(checkpoints::latest_checkpoint));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

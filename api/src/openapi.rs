@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, settings, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,6 +17,8 @@ use crate::routes::{audit, auth, settings, system, users};
         settings::get_lockout, settings::put_lockout, settings::get_password,
         settings::put_password,
         audit::list_audit,
+        checkpoints::list_checkpoints, checkpoints::latest_checkpoint,
+        checkpoints::sign_checkpoint,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),

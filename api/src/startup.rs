@@ -26,6 +26,9 @@ pub struct ServerOptions {
     pub api: ApiConfig,
     /// `KEYLEDGER_ADMIN_TOKEN`; when absent, a token is generated on first start.
     pub admin_token: Option<String>,
+    /// The checkpoint signing key (`crate::signing::load_or_create`); when absent, a key that
+    /// lives only as long as the process (benchmarks, tests of other things).
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum StartupError {
     Hashing(#[from] HashingError),
     #[error("the stored admin token hash is malformed")]
     MalformedAdminToken,
+    #[error("cannot announce the signing key")]
+    SigningKey(#[source] AppendError),
 }
 
 const ADMIN_STREAM: (&str, &str) = ("system", "admin");
@@ -62,6 +67,10 @@ pub async fn start(
             .unwrap_or(2)
     });
     let passwords = PasswordHasher::new(options.argon2, concurrency)?;
+    let signing_key = options.signing_key.unwrap_or_else(crate::signing::generate);
+    crate::signing::announce_key(&log, &signing_key, clock.now())
+        .await
+        .map_err(StartupError::SigningKey)?;
     let state = AppState(Arc::new(Services {
         users: CommandExecutor::new(log.clone()),
         tenants,
@@ -73,6 +82,7 @@ pub async fn start(
         clock,
         metrics: Metrics::default(),
         config: options.api,
+        signing_key,
     }));
     Ok((state, generated))
 }

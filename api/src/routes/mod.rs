@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod checkpoints;
 pub mod settings;
 pub mod system;
 pub mod users;
