@@ -4,6 +4,7 @@
 // Tests may unwrap: a failure is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_export;
 mod audit_integrity;
 mod bad_input;
 mod crash;
