@@ -34,7 +34,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, checkpoints, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, events, settings, system, users};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -73,7 +73,9 @@ pub fn app(state: AppState) -> Router {
             "/checkpoints",
             get(checkpoints::list_checkpoints).post(checkpoints::sign_checkpoint),
         )
-        .route("/checkpoints/latest", get(checkpoints::latest_checkpoint));
+        .route("/checkpoints/latest", get(checkpoints::latest_checkpoint))
+        .route("/events", get(events::list_events))
+        .route("/events/stream", get(events::stream_events));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

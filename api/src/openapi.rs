@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, checkpoints, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, events, settings, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,7 @@ use crate::routes::{audit, auth, checkpoints, settings, system, users};
         audit::list_audit,
         checkpoints::list_checkpoints, checkpoints::latest_checkpoint,
         checkpoints::sign_checkpoint,
+        events::list_events, events::stream_events,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod audit_export;
+mod audit_feeds;
 mod audit_integrity;
 mod bad_input;
 mod crash;

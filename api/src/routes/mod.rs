@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod checkpoints;
+pub mod events;
 pub mod settings;
 pub mod system;
 pub mod users;
