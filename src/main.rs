@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use keyledger_api::passwords::Argon2Config;
 use keyledger_api::{ApiConfig, ServerOptions};
 use keyledger_projections::ViewProgress;
+use keyledger_projections::as_of::AsOf;
 use keyledger_replay::export::{Bound, ExportFilter, Format, export};
 use keyledger_replay::{AuditOptions, AuditReport};
 use keyledger_store::checkpoint::{self, Checkpoint};
@@ -175,6 +176,24 @@ enum ReplayCommand {
         #[arg(long)]
         export: Option<PathBuf>,
     },
+    /// A user's state as of a log position or a time, folded from the log (JSON on stdout).
+    AsOf {
+        #[command(flatten)]
+        database: DatabaseArg,
+        /// The user id.
+        #[arg(long)]
+        user: uuid::Uuid,
+        /// An RFC 3339 time.
+        #[arg(
+            long,
+            conflicts_with = "position",
+            required_unless_present = "position"
+        )]
+        at: Option<chrono::DateTime<chrono::FixedOffset>>,
+        /// A log position.
+        #[arg(long)]
+        position: Option<u64>,
+    },
     /// Print the public key of the checkpoint signing key.
     PublicKey {
         #[command(flatten)]
@@ -260,6 +279,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Some(file) => verify_export(&file, options),
                     None => verify(&database.database, options, from_checkpoint).await,
                 }
+            }
+            ReplayCommand::AsOf {
+                database,
+                user,
+                at,
+                position,
+            } => {
+                let log = open(&database.database).await?;
+                let point = match (at, position) {
+                    (Some(at), _) => AsOf::Time(at.with_timezone(&chrono::Utc)),
+                    (None, Some(position)) => AsOf::Position(position),
+                    (None, None) => anyhow::bail!("give --at or --position"),
+                };
+                let found = keyledger_projections::as_of::user_as_of(&log, user, point).await?;
+                let Some(row) = found.row else {
+                    println!("user {user} did not exist at that point");
+                    return Ok(ExitCode::from(3));
+                };
+                let locked = row.is_locked_at(found.at);
+                let state = serde_json::json!({
+                    "id": row.user_id,
+                    "tenant_id": row.tenant_id,
+                    "username": row.username,
+                    "email": row.email,
+                    "display_name": row.display_name,
+                    "status": row.status,
+                    "locked": locked,
+                    "locked_until": row.locked_until.filter(|_| locked),
+                    "failed_login_count": row.failed_count,
+                    "password_externally_managed": row.password_externally_managed,
+                    "has_password": row.has_password,
+                    "created_at": row.created_at,
+                    "last_login_at": row.last_login_at,
+                    "last_event_position": row.position,
+                    "as_of": found.at,
+                });
+                println!("{state:#}");
+                Ok(ExitCode::SUCCESS)
             }
             ReplayCommand::PublicKey {
                 database,

@@ -34,7 +34,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, checkpoints, events, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -75,7 +75,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/checkpoints/latest", get(checkpoints::latest_checkpoint))
         .route("/events", get(events::list_events))
-        .route("/events/stream", get(events::stream_events));
+        .route("/events/stream", get(events::stream_events))
+        .route("/users/{id}/timeline", get(history::timeline));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, checkpoints, events, settings, system, users};
+use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use crate::routes::{audit, auth, checkpoints, events, settings, system, users};
         checkpoints::list_checkpoints, checkpoints::latest_checkpoint,
         checkpoints::sign_checkpoint,
         events::list_events, events::stream_events,
+        history::timeline,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),

@@ -6,6 +6,7 @@
 
 mod audit_export;
 mod audit_feeds;
+mod audit_history;
 mod audit_integrity;
 mod bad_input;
 mod crash;
