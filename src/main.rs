@@ -230,6 +230,10 @@ enum ReplayCommand {
         /// Only this projection (`users` or `audit`).
         #[arg(long)]
         projection: Option<String>,
+        /// Rebuild beside the live views and report every difference; swap nothing in.
+        /// Exits 2 when the views differ.
+        #[arg(long)]
+        compare: bool,
     },
 }
 
@@ -367,17 +371,83 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ReplayCommand::Rebuild {
                 database,
                 projection,
+                compare,
             } => {
                 let log = open(&database.database).await?;
+                let head = log.head().await?.map_or(0, |h| h.position);
+                let bar = progress_bar(head);
+                let progress = |name: &str, position: u64| {
+                    bar.set_message(name.to_owned());
+                    if position < bar.position() {
+                        bar.reset();
+                    }
+                    bar.set_length(bar.length().unwrap_or(0).max(position));
+                    bar.set_position(position);
+                };
+                if compare {
+                    let found =
+                        keyledger_replay::compare(&log, projection.as_deref(), progress).await?;
+                    bar.finish_and_clear();
+                    return Ok(report_comparison(&found));
+                }
                 let reached =
-                    keyledger_replay::rebuild(&log, projection.as_deref(), |name, position| {
-                        tracing::debug!(projection = name, position, "rebuilding");
-                    })
-                    .await?;
+                    keyledger_replay::rebuild(&log, projection.as_deref(), progress).await?;
+                bar.finish_and_clear();
                 println!("rebuilt to position {reached}");
                 Ok(ExitCode::SUCCESS)
             }
         },
+    }
+}
+
+/// A bar on stderr with rate and ETA; hidden when stderr is not a terminal.
+fn progress_bar(length: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(length),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>6} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, ETA {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn report_comparison(found: &[keyledger_projections::rebuild::Comparison]) -> ExitCode {
+    use keyledger_projections::rebuild::DifferenceKind;
+    let mut differ = false;
+    for comparison in found {
+        println!(
+            "{}: {} difference(s) at position {}",
+            comparison.projection,
+            comparison.differences.len(),
+            comparison.position
+        );
+        for d in &comparison.differences {
+            differ = true;
+            match &d.kind {
+                DifferenceKind::OnlyLive => {
+                    println!("  {} {}: only in the live view", d.table, d.key);
+                }
+                DifferenceKind::OnlyRebuilt => {
+                    println!("  {} {}: only in the rebuilt view", d.table, d.key);
+                }
+                DifferenceKind::Changed(columns) => {
+                    for (column, live, rebuilt) in columns {
+                        println!(
+                            "  {} {}: {column} is {live} in the live view, {rebuilt} rebuilt",
+                            d.table, d.key
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if differ {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

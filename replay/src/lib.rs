@@ -235,7 +235,17 @@ pub fn describe(kind: &BreakKind) -> String {
     }
 }
 
-/// Rebuilds one projection by name, or all of them. Returns the position reached.
+/// Rebuilds beside the live views and reports every difference, swapping nothing in.
+pub async fn compare(
+    log: &EventLog,
+    projection: Option<&str>,
+    progress: impl FnMut(&str, u64),
+) -> Result<Vec<keyledger_projections::rebuild::Comparison>, ReplayError> {
+    Ok(keyledger_projections::rebuild::compare(log, projection, progress).await?)
+}
+
+/// Rebuilds one projection by name, or all of them, into fresh tables swapped in atomically.
+/// Returns the position reached.
 pub async fn rebuild(
     log: &EventLog,
     projection: Option<&str>,

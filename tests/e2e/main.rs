@@ -8,6 +8,7 @@ mod audit_export;
 mod audit_feeds;
 mod audit_history;
 mod audit_integrity;
+mod audit_rebuild;
 mod bad_input;
 mod crash;
 mod lockout;
