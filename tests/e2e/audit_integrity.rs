@@ -12,6 +12,7 @@ on_both_backends!(
     a_reordered_pair_is_named_by_its_position,
     an_inserted_event_is_named_by_its_position,
     a_truncated_tail_is_found_only_against_a_held_checkpoint,
+    a_rewritten_chain_is_found_only_against_signed_checkpoints,
     checkpoints_are_signed_on_demand_and_verify_against_the_public_key,
     checkpoints_are_signed_at_an_interval_even_when_nothing_happens,
     a_new_signing_key_is_announced_as_a_rotation,
@@ -377,4 +378,71 @@ async fn key_of(app: &TestApp, file: &std::path::Path) -> String {
         .await;
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A forger who can write the whole table edits an event and recomputes every hash after it:
+/// the chain verifies again, but no signed checkpoint can be recomputed without the key.
+async fn a_rewritten_chain_is_found_only_against_signed_checkpoints(backend: Backend) {
+    let app = app(backend).await;
+    some_history(&app).await;
+    let key = public_key(&app).await;
+    let (_, held) = held_checkpoint(&app).await;
+    let p = victim(&app).await;
+    tamper(
+        &app,
+        &[format!(
+            "UPDATE events SET payload = replace(payload, 'bad_password', 'unknown_user') \
+             WHERE position = {p}"
+        )],
+    )
+    .await;
+    rechain_from(&app, p).await;
+    // The chain alone cannot tell.
+    let (ok, out) = verify(&app, &[]).await;
+    assert!(ok, "{out}");
+    // The checkpoint event inside the log signs the old head.
+    let (ok, out) = verify(&app, &["--public-key", &key]).await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("signs a different hash for position"), "{out}");
+    // And the checkpoint held outside the database, even if the forger deleted the ones inside.
+    tamper(
+        &app,
+        &["DELETE FROM events WHERE event_type = 'log.checkpoint.signed'".to_owned()],
+    )
+    .await;
+    let (ok, out) = verify(&app, &["--public-key", &key, "--checkpoint", &held]).await;
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("differs from the signed checkpoint you hold"),
+        "{out}"
+    );
+}
+
+/// Recomputes `prev_hash` and `hash` of every event from `from` on, as a forger would.
+async fn rechain_from(app: &TestApp, from: u64) {
+    let db = keyledger_store::Database::connect(&app.database_url)
+        .await
+        .unwrap();
+    let log = keyledger_store::EventLog::open(db).await.unwrap();
+    let events = log.read_all(0, 100_000).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
+    let mut prev = events[(from - 2) as usize].hash;
+    for event in events.iter().filter(|e| e.position >= from) {
+        let hash = keyledger_store::chain::event_hash(&prev, event);
+        let sql = if app.database_url.starts_with("sqlite") {
+            "UPDATE events SET prev_hash = ?, hash = ? WHERE position = ?"
+        } else {
+            "UPDATE events SET prev_hash = $1, hash = $2 WHERE position = $3"
+        };
+        sqlx::query(sql)
+            .bind(prev.to_vec())
+            .bind(hash.to_vec())
+            .bind(event.position as i64)
+            .execute(&pool)
+            .await
+            .unwrap();
+        prev = hash;
+    }
+    pool.close().await;
 }
