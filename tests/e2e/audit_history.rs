@@ -12,6 +12,8 @@ on_both_backends!(
 
 struct Story {
     id: String,
+    /// (log position, what `GET /users/{id}` answered once the views had reached it).
+    snapshots: Vec<(u64, Value)>,
     created_view: Value,
     created_at_position: u64,
     locked_view: Value,
@@ -30,8 +32,11 @@ async fn story(app: &TestApp) -> Story {
     let created_at_position = created.position();
     let path = format!("/api/v1/users/{id}");
     let created_view = app.admin_read(&path, created_at_position).await.json();
+    let mut snapshots = vec![(created_at_position, created_view.clone())];
     for _ in 0..3 {
         app.login("ada", "wrong-password-guess").await;
+        let head = app.head().await;
+        snapshots.push((head, app.admin_read(&path, head).await.json()));
     }
     let locked_at_position = app.head().await;
     let locked_view = app.admin_read(&path, locked_at_position).await.json();
@@ -40,10 +45,14 @@ async fn story(app: &TestApp) -> Story {
         .admin(Method::POST, &format!("{path}/unlock"), None)
         .await;
     assert_eq!(unlocked.status, StatusCode::OK, "{}", unlocked.text());
+    let position = unlocked.position();
+    snapshots.push((position, app.admin_read(&path, position).await.json()));
     let renamed = app
         .admin(Method::PATCH, &path, Some(json!({"username": "ada2"})))
         .await;
     assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
+    let position = renamed.position();
+    snapshots.push((position, app.admin_read(&path, position).await.json()));
     let reset = app
         .admin(
             Method::PUT,
@@ -52,12 +61,17 @@ async fn story(app: &TestApp) -> Story {
         )
         .await;
     assert!(reset.status.is_success(), "{}", reset.text());
+    let position = reset.position();
+    snapshots.push((position, app.admin_read(&path, position).await.json()));
     assert_eq!(
         app.login("ada2", "another-long-passphrase-77").await.status,
         StatusCode::OK
     );
+    let head = app.head().await;
+    snapshots.push((head, app.admin_read(&path, head).await.json()));
     Story {
         id,
+        snapshots,
         created_view,
         created_at_position,
         locked_view,
@@ -77,6 +91,11 @@ async fn as_of_answers_what_the_view_showed_at_that_position_or_time(backend: Ba
                 .await
         }
     };
+    // Every moment of the story: the fold agrees with what the view answered then.
+    for (position, then) in &s.snapshots {
+        let folded = as_of(position.to_string()).await;
+        assert_eq!(&folded.json(), then, "as of position {position}");
+    }
     let locked = as_of(s.locked_at_position.to_string()).await;
     assert_eq!(locked.status, StatusCode::OK, "{}", locked.text());
     assert_eq!(locked.json(), s.locked_view);
