@@ -23,7 +23,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$base" ] || { echo "schemathesis: the server did not start"; cat "$dir/err"; exit 1; }
 
+# The SSE feed never ends by design (the e2e tests cover its answers), so it is not fuzzed.
 st run "$base/openapi.json" --url "$base" \
+    --exclude-path /api/v1/events/stream \
     -H "Authorization: Bearer $token" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --max-examples 40 --workers 2 --seed 1 --no-color

@@ -35,3 +35,33 @@ pub fn spawn_session_sweeper(
         }
     })
 }
+
+/// Signs a checkpoint every `interval` until `shutdown` turns true, also when nothing was
+/// appended: a missing checkpoint in the log then shows that the signer was stopped.
+pub fn spawn_checkpoint_signer(
+    state: AppState,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            let signed = crate::signing::sign_checkpoint(
+                &state.log,
+                &state.signing_key,
+                keyledger_store::EventMetadata::system(),
+                state.clock.now(),
+            )
+            .await;
+            match signed {
+                Ok((checkpoint, _)) => {
+                    tracing::debug!(position = checkpoint.position, "checkpoint signed");
+                }
+                Err(error) => tracing::warn!(%error, "signing a checkpoint failed"),
+            }
+        }
+    })
+}

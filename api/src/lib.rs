@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod passwords;
 pub mod routes;
+pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod tokens;
@@ -33,7 +34,7 @@ use axum::routing::{get, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, settings, system, users, webhooks};
+use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users, webhooks};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -95,7 +96,15 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/webhooks/{id}/dead-letters",
             get(webhooks::list_dead_letters),
-        );
+        )
+        .route(
+            "/checkpoints",
+            get(checkpoints::list_checkpoints).post(checkpoints::sign_checkpoint),
+        )
+        .route("/checkpoints/latest", get(checkpoints::latest_checkpoint))
+        .route("/events", get(events::list_events))
+        .route("/events/stream", get(events::stream_events))
+        .route("/users/{id}/timeline", get(history::timeline));
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, settings, system, users, webhooks};
+use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,10 @@ use crate::routes::{audit, auth, settings, system, users, webhooks};
         webhooks::disable_subscription, webhooks::rotate_secret, webhooks::resync_subscription,
         webhooks::redeliver, webhooks::ping, webhooks::list_attempts,
         webhooks::list_event_attempts, webhooks::list_dead_letters,
+        checkpoints::list_checkpoints, checkpoints::latest_checkpoint,
+        checkpoints::sign_checkpoint,
+        events::list_events, events::stream_events,
+        history::timeline,
         system::healthz, system::metrics,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),

@@ -28,6 +28,9 @@ pub struct ServerOptions {
     /// `KEYLEDGER_ADMIN_TOKEN`; when absent, a token is generated on first start.
     pub admin_token: Option<String>,
     pub delivery: DeliveryConfig,
+    /// The checkpoint signing key (`crate::signing::load_or_create`); when absent, a key that
+    /// lives only as long as the process (benchmarks, tests of other things).
+    pub signing_key: Option<ed25519_dalek::SigningKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,8 @@ pub enum StartupError {
     MalformedAdminToken,
     #[error(transparent)]
     Delivery(#[from] ClientError),
+    #[error("cannot announce the signing key")]
+    SigningKey(#[source] AppendError),
 }
 
 const ADMIN_STREAM: (&str, &str) = ("system", "admin");
@@ -67,6 +72,10 @@ pub async fn start(
     });
     let passwords = PasswordHasher::new(options.argon2, concurrency)?;
     let delivery = Delivery::new(log.clone(), options.delivery)?;
+    let signing_key = options.signing_key.unwrap_or_else(crate::signing::generate);
+    crate::signing::announce_key(&log, &signing_key, clock.now())
+        .await
+        .map_err(StartupError::SigningKey)?;
     let state = AppState(Arc::new(Services {
         users: CommandExecutor::new(log.clone()),
         tenants,
@@ -80,6 +89,7 @@ pub async fn start(
         clock,
         metrics: Metrics::default(),
         config: options.api,
+        signing_key,
     }));
     Ok((state, generated))
 }

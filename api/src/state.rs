@@ -55,6 +55,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub metrics: Metrics,
     pub config: ApiConfig,
+    /// Signs checkpoints of the chain head; never logged or answered.
+    pub signing_key: ed25519_dalek::SigningKey,
 }
 
 impl Services {

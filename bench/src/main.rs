@@ -3,13 +3,15 @@
 //!
 //! Layout: one module per benchmark — [`appends`] (group commit against postgres-es and raw
 //! INSERTs), [`rebuild`] (view rebuild and chain verification against raw reads), [`logins`]
-//! (HTTP logins against raw argon2id), [`memory`] (the server's resident memory with many
+//! (HTTP logins against raw argon2id), [`audit`] (replay verify against raw reads and raw
+//! SHA-256; as-of latency), [`memory`] (the server's resident memory with many
 //! users) — and what they share: [`scratch`] makes throwaway databases, [`workload`] makes
 //! realistic events, [`server`] starts the real server binary, [`report`] prints the tables.
 //!
 //! Results are markdown on stdout; progress goes to stderr.
 
 mod appends;
+mod audit;
 mod logins;
 mod memory;
 mod rebuild;
@@ -45,6 +47,9 @@ enum What {
     /// Webhook deliveries/s to 1 and 20 subscriptions, and append-to-receipt lag, beside raw
     /// POSTs to the same loopback receiver.
     Webhooks(webhooks::Options),
+    /// `replay verify` events/s beside raw `read_all` and raw SHA-256; as-of latency for a
+    /// user with 10k events.
+    Audit(audit::Options),
     /// Every benchmark above at its default size.
     All,
 }
@@ -79,10 +84,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         What::Logins(options) => logins::run(&options, places).await,
         What::Memory(options) => memory::run(&options, places).await,
         What::Webhooks(options) => webhooks::run(&options, places).await,
+        What::Audit(options) => audit::run(&options, places).await,
         What::All => {
             appends::run(&defaults()?, places).await?;
             rebuild::run(&defaults()?, places).await?;
             logins::run(&defaults()?, places).await?;
+            audit::run(&defaults()?, places).await?;
             memory::run(&defaults()?, places).await?;
             webhooks::run(&defaults()?, places).await
         }

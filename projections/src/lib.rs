@@ -7,8 +7,10 @@
 //!
 //! Layout: [`views`] holds one module per view (its tables, how it folds an event, and the
 //! queries the API serves from it); [`checkpoint`] the checkpoint table; [`runner`] the loop
-//! that follows the log; [`progress`] lets a reader wait until the views reach a position.
+//! that follows the log; [`progress`] lets a reader wait until the views reach a position;
+//! [`as_of`] folds one user's state at a past point with the users view's fold.
 
+pub mod as_of;
 pub mod checkpoint;
 pub mod error;
 pub mod progress;

@@ -1,52 +1,443 @@
-//! Rebuilding views from position zero.
+//! Rebuilding views from position zero into fresh tables, then swapping them in atomically,
+//! so the API keeps serving the old rows until the new ones are complete. Or, with
+//! [`compare`], rebuilding beside the live views and reporting every difference.
+//!
+//! The fresh tables are made by the view's own code, redirected without the view knowing:
+//! on PostgreSQL the rebuild's connection puts a scratch schema first on its `search_path`,
+//! so the view's unqualified `CREATE TABLE` and writes land there; on SQLite it creates
+//! `TEMP` tables from the live tables' DDL, which unqualified names resolve to first. The swap
+//! is one transaction that also folds whatever the live follower had reached, so the view
+//! never goes back in time: on PostgreSQL it drops the live table and moves the fresh one in;
+//! on SQLite it replaces the live rows with the fresh ones (readers keep their snapshot).
 
-use keyledger_store::EventLog;
-use sqlx::Connection;
+use keyledger_store::{Backend, EventLog};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Connection, Row};
 
-use crate::checkpoint;
+use crate::checkpoint::{self, to_i64, to_u64};
 use crate::error::ProjectionError;
-use crate::runner::{Projection, catch_up, migrate_all};
+use crate::runner::{Projection, migrate_all};
 use crate::views::{AuditView, UsersView};
 use crate::webhooks::view::SubscriptionsView;
 
-/// Empties the named projection (or all of them) and folds the whole log into it again.
-/// The emptying and the checkpoint reset commit together, and a running server's follower
-/// notices the reset checkpoint (its compare-and-set fails) instead of folding twice.
-/// Returns the position reached.
+/// Events folded per transaction into the fresh tables.
+const BATCH: u32 = 5_000;
+
+/// The tables a projection owns; the rebuild replaces them together.
+fn tables(name: &str) -> &'static [&'static str] {
+    match name {
+        crate::views::users::NAME => &["users_view"],
+        crate::views::audit::NAME => &["audit_view"],
+        crate::webhooks::view::NAME => &["webhook_subscriptions_view", "webhook_redeliveries_view"],
+        _ => &[],
+    }
+}
+
+fn selected(projection: Option<&str>) -> Result<Vec<&'static str>, ProjectionError> {
+    match projection {
+        Some(name) => crate::PROJECTIONS
+            .iter()
+            .find(|p| **p == name)
+            .map(|p| vec![*p])
+            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned())),
+        None => Ok(crate::PROJECTIONS.to_vec()),
+    }
+}
+
+/// Rebuilds the named projection (or all of them) into fresh tables and swaps them in.
+/// `progress` hears the projection's name and the position folded so far. Returns the
+/// position the swapped-in views reached.
 pub async fn rebuild(
     log: &EventLog,
     projection: Option<&str>,
     mut progress: impl FnMut(&str, u64),
 ) -> Result<u64, ProjectionError> {
     migrate_all(log).await?;
-    let names: Vec<&str> = match projection {
-        Some(name) if crate::PROJECTIONS.contains(&name) => vec![name],
-        Some(name) => return Err(ProjectionError::UnknownProjection(name.to_owned())),
-        None => crate::PROJECTIONS.to_vec(),
-    };
     let mut reached = 0;
-    for name in names {
+    for name in selected(projection)? {
         reached = match name {
-            crate::views::users::NAME => rebuild_one(&UsersView, log, &mut progress).await?,
-            crate::views::audit::NAME => rebuild_one(&AuditView, log, &mut progress).await?,
-            _ => rebuild_one(&SubscriptionsView, log, &mut progress).await?,
+            crate::views::users::NAME => swap_in(&UsersView, log, &mut progress).await?,
+            crate::views::audit::NAME => swap_in(&AuditView, log, &mut progress).await?,
+            _ => swap_in(&SubscriptionsView, log, &mut progress).await?,
         };
     }
     Ok(reached)
 }
 
-async fn rebuild_one<P: Projection>(
+/// A row that differs between a live view and its rebuild, by the table's first column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub table: &'static str,
+    pub key: String,
+    pub kind: DifferenceKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DifferenceKind {
+    /// In the live view, not in the rebuild.
+    OnlyLive,
+    /// In the rebuild, not in the live view.
+    OnlyRebuilt,
+    /// In both, with these columns' values (live, rebuilt) differing.
+    Changed(Vec<(String, String, String)>),
+}
+
+/// What `--compare` found for one projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    pub projection: &'static str,
+    /// The position both sides had folded when compared.
+    pub position: u64,
+    pub differences: Vec<Difference>,
+}
+
+/// Rebuilds beside the live views and reports every difference; swaps nothing in.
+pub async fn compare(
+    log: &EventLog,
+    projection: Option<&str>,
+    mut progress: impl FnMut(&str, u64),
+) -> Result<Vec<Comparison>, ProjectionError> {
+    migrate_all(log).await?;
+    let mut found = Vec::new();
+    for name in selected(projection)? {
+        found.push(match name {
+            crate::views::users::NAME => compare_one(&UsersView, log, &mut progress).await?,
+            crate::views::audit::NAME => compare_one(&AuditView, log, &mut progress).await?,
+            _ => compare_one(&SubscriptionsView, log, &mut progress).await?,
+        });
+    }
+    Ok(found)
+}
+
+/// A dedicated connection whose unqualified view tables are fresh, empty copies.
+struct Fresh {
+    conn: AnyConnection,
+    backend: Backend,
+    tables: &'static [&'static str],
+    schema: String,
+    /// The position folded into the fresh tables.
+    position: u64,
+}
+
+impl Fresh {
+    async fn open<P: Projection>(projection: &P, log: &EventLog) -> Result<Self, ProjectionError> {
+        // Detached: the redirection must never go back to the pool with the connection.
+        let mut conn = log.database().pool().acquire().await?.detach();
+        let backend = log.database().backend();
+        let schema = format!("keyledger_rebuild_{}", projection.name());
+        let tables = tables(projection.name());
+        match backend {
+            Backend::Postgres => {
+                for sql in [
+                    format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+                    format!("CREATE SCHEMA {schema}"),
+                    format!("SET search_path TO {schema}, public"),
+                ] {
+                    sqlx::query(&sql).execute(&mut conn).await?;
+                }
+                projection.migrate(&mut conn).await?;
+            }
+            Backend::Sqlite => {
+                for table in tables {
+                    let ddl: String = sqlx::query(
+                        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1",
+                    )
+                    .bind(*table)
+                    .fetch_one(&mut conn)
+                    .await?
+                    .try_get(0)?;
+                    let ddl = ddl
+                        .replacen("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE", 1)
+                        .replacen("CREATE TABLE ", "CREATE TEMP TABLE ", 1);
+                    sqlx::query(&format!("DROP TABLE IF EXISTS temp.{table}"))
+                        .execute(&mut conn)
+                        .await?;
+                    sqlx::query(&ddl).execute(&mut conn).await?;
+                }
+            }
+        }
+        Ok(Self {
+            conn,
+            backend,
+            tables,
+            schema,
+            position: 0,
+        })
+    }
+
+    /// (live, fresh) qualified names of each table.
+    fn pairs(&self) -> Vec<(String, String)> {
+        self.tables
+            .iter()
+            .map(|t| (self.live(t), self.fresh(t)))
+            .collect()
+    }
+
+    fn live(&self, table: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!("public.{table}"),
+            Backend::Sqlite => format!("main.{table}"),
+        }
+    }
+
+    fn fresh(&self, table: &str) -> String {
+        match self.backend {
+            Backend::Postgres => format!("{}.{table}", self.schema),
+            Backend::Sqlite => format!("temp.{table}"),
+        }
+    }
+
+    /// Folds the log into the fresh tables up to `to`, one transaction per batch.
+    async fn fold_to<P: Projection>(
+        &mut self,
+        projection: &P,
+        log: &EventLog,
+        to: u64,
+        progress: &mut impl FnMut(&str, u64),
+    ) -> Result<(), ProjectionError> {
+        while self.position < to {
+            let want = u32::try_from(to - self.position)
+                .unwrap_or(BATCH)
+                .min(BATCH);
+            let events = log.read_all(self.position, want).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            let mut tx = self.conn.begin().await?;
+            projection.apply(&mut tx, &events).await?;
+            tx.commit().await?;
+            self.position = last;
+            progress(projection.name(), last);
+        }
+        Ok(())
+    }
+
+    /// Folds events after `self.position` up to `to` inside the caller's transaction.
+    async fn fold_in<P: Projection>(
+        projection: &P,
+        conn: &mut AnyConnection,
+        log: &EventLog,
+        from: u64,
+        to: u64,
+    ) -> Result<u64, ProjectionError> {
+        let mut at = from;
+        while at < to {
+            let want = u32::try_from(to - at).unwrap_or(BATCH).min(BATCH);
+            let events = log.read_all(at, want).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            projection.apply(conn, &events).await?;
+            at = last;
+        }
+        Ok(at)
+    }
+
+    async fn close(mut self) -> Result<(), ProjectionError> {
+        match self.backend {
+            Backend::Postgres => {
+                sqlx::query(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+                    .execute(&mut self.conn)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                for table in self.tables {
+                    sqlx::query(&format!("DROP TABLE IF EXISTS temp.{table}"))
+                        .execute(&mut self.conn)
+                        .await?;
+                }
+            }
+        }
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+async fn swap_in<P: Projection>(
     projection: &P,
     log: &EventLog,
     progress: &mut impl FnMut(&str, u64),
 ) -> Result<u64, ProjectionError> {
-    let mut conn = log.database().pool().acquire().await?;
-    let mut tx = conn.begin().await?;
-    checkpoint::reset(&mut tx, projection.name()).await?;
-    projection.clear(&mut tx).await?;
+    let mut fresh = Fresh::open(projection, log).await?;
+    let head = log.head().await?.map_or(0, |h| h.position);
+    fresh.fold_to(projection, log, head, progress).await?;
+
+    let name = projection.name();
+    let backend = fresh.backend;
+    let pairs = fresh.pairs();
+    let folded = fresh.position;
+    let mut tx = fresh.conn.begin().await?;
+    // Hold the checkpoint row: the live follower waits, and then folds on top of the new
+    // tables from where they stand.
+    let lock = match backend {
+        Backend::Postgres => {
+            "SELECT position FROM public.projection_checkpoints WHERE name = $1 FOR UPDATE"
+        }
+        // A write first, so SQLite takes the write lock before any read.
+        Backend::Sqlite => {
+            "UPDATE projection_checkpoints SET position = position WHERE name = $1 RETURNING position"
+        }
+    };
+    let live: i64 = sqlx::query(lock)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let target = to_u64(live).max(folded);
+    let reached = Fresh::fold_in(projection, &mut tx, log, folded, target).await?;
+    for (live_table, fresh_table) in &pairs {
+        let statements = match backend {
+            Backend::Postgres => vec![
+                format!("DROP TABLE {live_table}"),
+                format!("ALTER TABLE {fresh_table} SET SCHEMA public"),
+            ],
+            Backend::Sqlite => vec![
+                format!("DELETE FROM {live_table}"),
+                format!("INSERT INTO {live_table} SELECT * FROM {fresh_table}"),
+            ],
+        };
+        for sql in statements {
+            sqlx::query(&sql).execute(&mut *tx).await?;
+        }
+    }
+    sqlx::query("UPDATE projection_checkpoints SET position = $1 WHERE name = $2")
+        .bind(to_i64(reached))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    catch_up(projection, log, |position| {
-        progress(projection.name(), position)
+    progress(name, reached);
+    fresh.close().await?;
+    // PostgreSQL: the moved table keeps its indexes; recreate nothing. Both: make sure the
+    // checkpoint row exists for a projection rebuilt before its first start.
+    let mut conn = log.database().pool().acquire().await?;
+    checkpoint::ensure(&mut conn, name).await?;
+    Ok(reached)
+}
+
+/// Attempts at finding the live view standing still long enough to compare.
+const COMPARE_ATTEMPTS: usize = 20;
+
+async fn compare_one<P: Projection>(
+    projection: &P,
+    log: &EventLog,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<Comparison, ProjectionError> {
+    let mut fresh = Fresh::open(projection, log).await?;
+    let name = projection.name();
+    let head = log.head().await?.map_or(0, |h| h.position);
+    fresh.fold_to(projection, log, head, progress).await?;
+    let mut attempt = 0;
+    let differences = loop {
+        attempt += 1;
+        let live = {
+            let mut conn = log.database().pool().acquire().await?;
+            checkpoint::read(&mut conn, name).await?
+        };
+        fresh.fold_to(projection, log, live, progress).await?;
+        let (backend, pairs, folded) = (fresh.backend, fresh.pairs(), fresh.position);
+        let mut tx = fresh.conn.begin().await?;
+        if backend == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let still: i64 = sqlx::query("SELECT position FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        if to_u64(still) != folded && attempt < COMPARE_ATTEMPTS {
+            tx.rollback().await?;
+            continue;
+        }
+        let mut differences = Vec::new();
+        for ((live_table, fresh_table), table) in pairs.iter().zip(fresh.tables) {
+            let only_live = sqlx::query(&format!(
+                "SELECT * FROM {live_table} EXCEPT SELECT * FROM {fresh_table}"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            let only_fresh = sqlx::query(&format!(
+                "SELECT * FROM {fresh_table} EXCEPT SELECT * FROM {live_table}"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            differences.extend(differ(table, &only_live, &only_fresh));
+        }
+        tx.commit().await?;
+        break differences;
+    };
+    let position = fresh.position;
+    fresh.close().await?;
+    Ok(Comparison {
+        projection: name,
+        position,
+        differences,
     })
-    .await
+}
+
+/// Pairs rows by their first column (the table's key) and names the columns that differ.
+fn differ(table: &'static str, live: &[AnyRow], fresh: &[AnyRow]) -> Vec<Difference> {
+    let render = |row: &AnyRow| -> Vec<(String, String)> {
+        row.columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (sqlx::Column::name(c).to_owned(), cell(row, i)))
+            .collect()
+    };
+    let live: Vec<Vec<(String, String)>> = live.iter().map(render).collect();
+    let fresh: Vec<Vec<(String, String)>> = fresh.iter().map(render).collect();
+    let key = |cells: &[(String, String)]| cells.first().map(|c| c.1.clone()).unwrap_or_default();
+    let mut out = Vec::new();
+    for row in &live {
+        let k = key(row);
+        let kind = match fresh.iter().find(|f| key(f) == k) {
+            Some(other) => DifferenceKind::Changed(
+                row.iter()
+                    .zip(other.iter())
+                    .filter(|(a, b)| a.1 != b.1)
+                    .map(|(a, b)| (a.0.clone(), a.1.clone(), b.1.clone()))
+                    .collect(),
+            ),
+            None => DifferenceKind::OnlyLive,
+        };
+        out.push(Difference {
+            table,
+            key: k,
+            kind,
+        });
+    }
+    for row in &fresh {
+        let k = key(row);
+        if !live.iter().any(|l| key(l) == k) {
+            out.push(Difference {
+                table,
+                key: k,
+                kind: DifferenceKind::OnlyRebuilt,
+            });
+        }
+    }
+    out
+}
+
+/// A cell as text, whatever its type.
+fn cell(row: &AnyRow, i: usize) -> String {
+    if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+        return v.unwrap_or_else(|| "NULL".into());
+    }
+    if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+        return v.map_or_else(|| "NULL".into(), |v| v.to_string());
+    }
+    if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+        return v.map_or_else(|| "NULL".into(), |v| v.to_string());
+    }
+    if let Ok(v) = row.try_get::<Option<Vec<u8>>, _>(i) {
+        return v.map_or_else(|| "NULL".into(), hex_string);
+    }
+    "?".into()
+}
+
+fn hex_string(bytes: Vec<u8>) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

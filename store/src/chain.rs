@@ -165,6 +165,22 @@ impl ChainVerifier {
         Ok(())
     }
 
+    /// A verifier that trusts `hash` at `position` (a signed checkpoint, or the first event of
+    /// an exported range) and checks the events after it.
+    pub fn after(position: u64, hash: [u8; 32]) -> Self {
+        Self {
+            next_position: position + 1,
+            prev_hash: hash,
+            checked: 0,
+            head: (position > 0).then_some(ChainHead { position, hash }),
+        }
+    }
+
+    /// The hash the next event must link to.
+    pub fn prev_hash(&self) -> [u8; 32] {
+        self.prev_hash
+    }
+
     pub fn checked(&self) -> u64 {
         self.checked
     }

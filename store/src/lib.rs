@@ -2,7 +2,8 @@
 //!
 //! Layout: [`model`] holds the shapes that cross the boundary; [`log`] the append path
 //! (group commit, hash chain, optimistic concurrency, idempotency, uniqueness claims) and the
-//! readers; [`chain`] the canonical bytes and hash of an event; [`database`] the connection to
+//! readers; [`chain`] the canonical bytes and hash of an event; [`checkpoint`] signed checkpoints of
+//! the chain head; [`database`] the connection to
 //! SQLite or PostgreSQL and the schema; [`sessions`] the short-lived login sessions;
 //! [`executor`] runs a cqrs-es aggregate's command against the log; [`testing`] gives tests a
 //! fresh database of either backend.
@@ -10,6 +11,7 @@
 //! Only this crate knows the log's SQL.
 
 pub mod chain;
+pub mod checkpoint;
 mod codec;
 pub mod database;
 pub mod error;

@@ -106,6 +106,28 @@ impl EventLog {
         sql::read_stream(self.inner.db.pool(), stream).await
     }
 
+    /// Up to `limit` events of a stream after stream version `after_version`, oldest first.
+    pub async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        sql::read_stream_page(self.inner.db.pool(), stream, after_version, limit, false).await
+    }
+
+    /// The stream's newest event, if any.
+    pub async fn last_in_stream(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<RecordedEvent>, StoreError> {
+        Ok(
+            sql::read_stream_page(self.inner.db.pool(), stream, 0, 1, true)
+                .await?
+                .pop(),
+        )
+    }
+
     /// Up to `limit` events with a position above `after`, in position order.
     pub async fn read_all(&self, after: u64, limit: u32) -> Result<Vec<RecordedEvent>, StoreError> {
         sql::read_all(self.inner.db.pool(), after, limit).await

@@ -4,6 +4,11 @@
 // Tests may unwrap: a failure is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod audit_export;
+mod audit_feeds;
+mod audit_history;
+mod audit_integrity;
+mod audit_rebuild;
 mod bad_input;
 mod crash;
 mod lockout;

@@ -2,6 +2,9 @@
 
 pub mod audit;
 pub mod auth;
+pub mod checkpoints;
+pub mod events;
+pub mod history;
 pub mod settings;
 pub mod system;
 pub mod users;

@@ -294,15 +294,28 @@ pub async fn list_users(
     }))
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}", params(("id" = Uuid, Path, description = "The user id")),
-    responses((status = 200, body = UserBody), (status = 404)),
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct GetUserQuery {
+    /// The user as of a log position (`42`) or an RFC 3339 time, folded from the log.
+    pub as_of: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/users/{id}", params(("id" = Uuid, Path, description = "The user id"), GetUserQuery),
+    responses((status = 200, body = UserBody), (status = 400), (status = 404)),
     security(("admin" = [])), tag = "users")]
 pub async fn get_user(
     _admin: Admin,
     _read: ReadAfter,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<GetUserQuery>,
 ) -> Result<Json<UserBody>, ApiError> {
+    if let Some(as_of) = query.as_of {
+        return super::history::user_as_of(&state, id, &as_of)
+            .await
+            .map(Json);
+    }
     let row = UsersView::get(state.db(), DEFAULT_TENANT_ID, id)
         .await?
         .ok_or(ApiError::NotFound("user"))?;

@@ -105,6 +105,38 @@ pub(super) async fn read_stream(
         .collect()
 }
 
+/// Up to `limit` events of a stream after `after_version`, oldest first, or newest first
+/// when `newest_first` (then `after_version` is ignored).
+pub(super) async fn read_stream_page(
+    pool: &AnyPool,
+    stream: &StreamId,
+    after_version: u64,
+    limit: u32,
+    newest_first: bool,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let (filter, order) = if newest_first {
+        ("", "DESC")
+    } else {
+        (" AND stream_version > $3", "")
+    };
+    let limit_param = if newest_first { "$3" } else { "$4" };
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_kind = $1 AND stream_id = $2{filter} \
+         ORDER BY stream_version {order} LIMIT {limit_param}"
+    );
+    let mut query = sqlx::query(&sql).bind(&stream.kind).bind(&stream.id);
+    if !newest_first {
+        query = query.bind(to_i64(after_version)?);
+    }
+    query
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect()
+}
+
 pub(super) async fn read_all(
     pool: &AnyPool,
     after: u64,
