@@ -489,7 +489,7 @@ fn progress_bar(length: u64) -> indicatif::ProgressBar {
         indicatif::ProgressDrawTarget::stderr(),
     );
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg:>6} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec}, ETA {eta})",
+        "{msg:>6} [{elapsed_precise}] {wide_bar} {pos}/{len} events ({per_sec:0}, ETA {eta})",
     ) {
         bar.set_style(style);
     }

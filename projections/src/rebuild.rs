@@ -23,16 +23,6 @@ use crate::webhooks::view::SubscriptionsView;
 /// Events folded per transaction into the fresh tables.
 const BATCH: u32 = 5_000;
 
-/// The tables a projection owns; the rebuild replaces them together.
-fn tables(name: &str) -> &'static [&'static str] {
-    match name {
-        crate::views::users::NAME => &["users_view"],
-        crate::views::audit::NAME => &["audit_view"],
-        crate::webhooks::view::NAME => &["webhook_subscriptions_view", "webhook_redeliveries_view"],
-        _ => &[],
-    }
-}
-
 fn selected(projection: Option<&str>) -> Result<Vec<&'static str>, ProjectionError> {
     match projection {
         Some(name) => crate::PROJECTIONS
@@ -58,7 +48,8 @@ pub async fn rebuild(
         reached = match name {
             crate::views::users::NAME => swap_in(&UsersView, log, &mut progress).await?,
             crate::views::audit::NAME => swap_in(&AuditView, log, &mut progress).await?,
-            _ => swap_in(&SubscriptionsView, log, &mut progress).await?,
+            crate::webhooks::view::NAME => swap_in(&SubscriptionsView, log, &mut progress).await?,
+            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
         };
     }
     Ok(reached)
@@ -103,7 +94,10 @@ pub async fn compare(
         found.push(match name {
             crate::views::users::NAME => compare_one(&UsersView, log, &mut progress).await?,
             crate::views::audit::NAME => compare_one(&AuditView, log, &mut progress).await?,
-            _ => compare_one(&SubscriptionsView, log, &mut progress).await?,
+            crate::webhooks::view::NAME => {
+                compare_one(&SubscriptionsView, log, &mut progress).await?
+            }
+            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
         });
     }
     Ok(found)
@@ -125,7 +119,7 @@ impl Fresh {
         let mut conn = log.database().pool().acquire().await?.detach();
         let backend = log.database().backend();
         let schema = format!("keyledger_rebuild_{}", projection.name());
-        let tables = tables(projection.name());
+        let tables = projection.tables();
         match backend {
             Backend::Postgres => {
                 for sql in [
@@ -258,6 +252,9 @@ async fn swap_in<P: Projection>(
     log: &EventLog,
     progress: &mut impl FnMut(&str, u64),
 ) -> Result<u64, ProjectionError> {
+    if projection.tables().is_empty() {
+        return in_place(projection, log, progress).await;
+    }
     let mut fresh = Fresh::open(projection, log).await?;
     let head = log.head().await?.map_or(0, |h| h.position);
     fresh.fold_to(projection, log, head, progress).await?;
@@ -315,6 +312,25 @@ async fn swap_in<P: Projection>(
     Ok(reached)
 }
 
+/// The rebuild of a projection that lists no tables: empties it and folds again. Readers see
+/// it empty meanwhile. The emptying and the checkpoint reset commit together, and a running
+/// follower notices the reset (its compare-and-set fails) instead of folding twice.
+async fn in_place<P: Projection>(
+    projection: &P,
+    log: &EventLog,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<u64, ProjectionError> {
+    let mut conn = log.database().pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    checkpoint::reset(&mut tx, projection.name()).await?;
+    projection.clear(&mut tx).await?;
+    tx.commit().await?;
+    crate::runner::catch_up(projection, log, |position| {
+        progress(projection.name(), position)
+    })
+    .await
+}
+
 /// Attempts at finding the live view standing still long enough to compare.
 const COMPARE_ATTEMPTS: usize = 20;
 
@@ -323,8 +339,13 @@ async fn compare_one<P: Projection>(
     log: &EventLog,
     progress: &mut impl FnMut(&str, u64),
 ) -> Result<Comparison, ProjectionError> {
-    let mut fresh = Fresh::open(projection, log).await?;
     let name = projection.name();
+    if projection.tables().is_empty() {
+        return Err(ProjectionError::UnknownProjection(format!(
+            "{name} (it lists no tables to compare)"
+        )));
+    }
+    let mut fresh = Fresh::open(projection, log).await?;
     let head = log.head().await?.map_or(0, |h| h.position);
     fresh.fold_to(projection, log, head, progress).await?;
     let mut attempt = 0;

@@ -37,6 +37,11 @@ pub trait Projection: Send + Sync + 'static {
         &self,
         conn: &mut AnyConnection,
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+    /// The view's tables, which a rebuild writes fresh and swaps in together. A projection
+    /// that lists none is rebuilt in place (emptied, then folded again).
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Folds a batch of events, in log order, into the view inside the runner's transaction.
     /// A batch (rather than one event at a time) lets a view write each row once.
     fn apply(

@@ -146,6 +146,10 @@ impl Projection for AuditView {
         NAME
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["audit_view"]
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS audit_view (\

@@ -226,6 +226,10 @@ impl Projection for UsersView {
         NAME
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["users_view"]
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS users_view (\

@@ -173,6 +173,10 @@ impl Projection for SubscriptionsView {
         NAME
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["webhook_subscriptions_view", "webhook_redeliveries_view"]
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS webhook_subscriptions_view (\
