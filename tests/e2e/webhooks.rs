@@ -506,6 +506,8 @@ async fn a_rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
     assert_eq!(rotated.json()["secret_version"], 2);
     assert_ne!(new, old);
     receiver.trust(&[&old, &new]).await;
+    // Deliveries sign with what the subscriptions view holds: wait until it has the rotation.
+    assert_eq!(subscription(&app, &id).await["secret_version"], 2);
     users(&app, "during", 1).await;
     let received = receiver.wait_until("one delivery", |r| !r.is_empty()).await;
     assert_eq!(
@@ -525,6 +527,7 @@ async fn a_rotated_secret_signs_beside_the_old_one_for_the_grace_period() {
         .await;
     let newest = rotated.json()["secret"].as_str().unwrap().to_owned();
     receiver.trust(&[&new, &newest]).await;
+    assert_eq!(subscription(&app, &id).await["secret_version"], 3);
     users(&app, "after", 1).await;
     let received = receiver
         .wait_until("a second delivery", |r| r.len() >= 2)
