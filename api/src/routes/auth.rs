@@ -167,6 +167,7 @@ pub async fn login(
         rehash: rehash.as_ref().map(|_| state.passwords.params()),
         lockout: tenant.lockout_policy().clone(),
         lockout_version: tenant.lockout_policy_version(),
+        tenant_mfa: tenant.webauthn_settings().mfa_requirement,
         at: ctx.now,
     };
     let executed = state

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::mfa::{CredentialActor, CredentialId, CredentialKind, MfaRequirement};
 use crate::password::{HashParams, PasswordRejection};
 
 /// Everything that happens to a user. Type names are stable: never rename one once shipped.
@@ -38,6 +39,153 @@ pub enum UserEvent {
     Locked(AccountLocked),
     #[serde(rename = "user.unlocked")]
     Unlocked(AccountUnlocked),
+    /// The password was right and a second factor is owed: the login is not complete.
+    #[serde(rename = "user.login.first_factor_passed")]
+    FirstFactorPassed(FirstFactorPassed),
+    #[serde(rename = "user.webauthn.registered")]
+    WebauthnRegistered(WebauthnRegistered),
+    #[serde(rename = "user.webauthn.renamed")]
+    WebauthnRenamed(WebauthnRenamed),
+    #[serde(rename = "user.webauthn.removed")]
+    WebauthnRemoved(WebauthnRemoved),
+    #[serde(rename = "user.webauthn.used")]
+    WebauthnUsed(WebauthnUsed),
+    #[serde(rename = "user.totp.added")]
+    TotpAdded(TotpAdded),
+    #[serde(rename = "user.totp.removed")]
+    TotpRemoved(TotpRemoved),
+    #[serde(rename = "user.totp.used")]
+    TotpUsed(TotpUsed),
+    #[serde(rename = "user.mfa_requirement.changed")]
+    MfaRequirementChanged(MfaRequirementChanged),
+    #[serde(rename = "user.mfa.failed")]
+    MfaFailed(MfaFailed),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirstFactorPassed {
+    pub attempt_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+/// A credential as a verified registration ceremony produced it. The public key is not here:
+/// it stays beside the log with the ceremony library's own record of the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCredential {
+    pub credential_id: CredentialId,
+    pub label: String,
+    pub kind: CredentialKind,
+    /// The authenticator model (all zeros when the authenticator does not say).
+    pub aaguid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_name: Option<String>,
+    /// As the browser reported them (`usb`, `nfc`, `ble`, `internal`, `hybrid`).
+    pub transports: Vec<String>,
+    pub user_verified: bool,
+    pub backup_eligible: bool,
+    pub backed_up: bool,
+    pub sign_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebauthnRegistered {
+    #[serde(flatten)]
+    pub credential: NewCredential,
+    pub registered_by: CredentialActor,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebauthnRenamed {
+    pub credential_id: CredentialId,
+    pub old_label: String,
+    pub new_label: String,
+    pub by: CredentialActor,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebauthnRemoved {
+    pub credential_id: CredentialId,
+    pub label: String,
+    pub kind: CredentialKind,
+    pub by: CredentialActor,
+    /// The user must use MFA and this was their last factor: the remover confirmed anyway.
+    pub lockout_warning_overridden: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebauthnUsed {
+    pub credential_id: CredentialId,
+    pub sign_count: u32,
+    pub user_verified: bool,
+    pub backed_up: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpAdded {
+    /// The time step of the first code, which activated it (never accepted again).
+    pub step: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpRemoved {
+    pub by: CredentialActor,
+    pub lockout_warning_overridden: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TotpUsed {
+    pub step: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaRequirementChanged {
+    /// `None`: the user follows the tenant's requirement again.
+    pub requirement: Option<MfaRequirement>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaMethod {
+    Webauthn,
+    Totp,
+}
+
+/// Why a second factor was refused. The client always gets the same answer; this is for
+/// the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaFailureReason {
+    /// The sign count did not grow: possibly a cloned authenticator.
+    SignCountRegressed,
+    UnknownCredential,
+    ChallengeExpiredOrUsed,
+    WrongOrigin,
+    WrongRelyingParty,
+    UserVerificationMissing,
+    InvalidSignature,
+    /// Anything else the ceremony library refused.
+    CeremonyRefused,
+    TotpCodeWrong,
+    TotpCodeReused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MfaFailed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<Uuid>,
+    pub method: MfaMethod,
+    pub reason: MfaFailureReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<CredentialId>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,6 +265,12 @@ pub struct PasswordManagementChanged {
 #[serde(rename_all = "snake_case")]
 pub enum LoginMethod {
     Password,
+    /// Password, then a WebAuthn assertion.
+    PasswordWebauthn,
+    /// Password, then a TOTP code.
+    PasswordTotp,
+    /// A discoverable credential alone (the bootstrap workflow).
+    Passkey,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +353,16 @@ impl cqrs_es::DomainEvent for UserEvent {
             Self::LoginFailed(_) => "user.login.failed",
             Self::Locked(_) => "user.locked",
             Self::Unlocked(_) => "user.unlocked",
+            Self::FirstFactorPassed(_) => "user.login.first_factor_passed",
+            Self::WebauthnRegistered(_) => "user.webauthn.registered",
+            Self::WebauthnRenamed(_) => "user.webauthn.renamed",
+            Self::WebauthnRemoved(_) => "user.webauthn.removed",
+            Self::WebauthnUsed(_) => "user.webauthn.used",
+            Self::TotpAdded(_) => "user.totp.added",
+            Self::TotpRemoved(_) => "user.totp.removed",
+            Self::TotpUsed(_) => "user.totp.used",
+            Self::MfaRequirementChanged(_) => "user.mfa_requirement.changed",
+            Self::MfaFailed(_) => "user.mfa.failed",
         }
         .to_owned()
     }

@@ -211,9 +211,21 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
             row.locked_until = None;
             row.failed_count = 0;
         }
+        UserEvent::FirstFactorPassed(_) => row.failed_count = 0,
+        // Second factors have their own view (`mfa`); a login they complete is
+        // `user.login.succeeded` above.
         UserEvent::LoginFailed(_)
         | UserEvent::PasswordRejected(_)
-        | UserEvent::PasswordRehashed(_) => {}
+        | UserEvent::PasswordRehashed(_)
+        | UserEvent::WebauthnRegistered(_)
+        | UserEvent::WebauthnRenamed(_)
+        | UserEvent::WebauthnRemoved(_)
+        | UserEvent::WebauthnUsed(_)
+        | UserEvent::TotpAdded(_)
+        | UserEvent::TotpRemoved(_)
+        | UserEvent::TotpUsed(_)
+        | UserEvent::MfaRequirementChanged(_)
+        | UserEvent::MfaFailed(_) => {}
     }
 }
 
