@@ -16,7 +16,9 @@ pub mod housekeeping;
 pub mod metrics;
 pub mod openapi;
 pub mod passwords;
+pub mod relying_party;
 pub mod routes;
+pub mod second_factors;
 pub mod startup;
 pub mod state;
 pub mod tokens;
@@ -29,11 +31,11 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, credentials, mfa, settings, system, users, webauthn_settings};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -67,7 +69,8 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", post(auth::logout))
         .route("/me", get(auth::me))
         .route("/me/password", post(auth::change_password))
-        .route("/audit", get(audit::list_audit));
+        .route("/audit", get(audit::list_audit))
+        .merge(second_factor_routes());
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))
@@ -81,6 +84,57 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// WebAuthn, TOTP and MFA (issue 3).
+fn second_factor_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/settings/webauthn",
+            get(webauthn_settings::get_webauthn).put(webauthn_settings::put_webauthn),
+        )
+        .route("/login/mfa/webauthn/begin", post(mfa::webauthn_begin))
+        .route("/login/mfa/webauthn/finish", post(mfa::webauthn_finish))
+        .route("/login/mfa/totp", post(mfa::totp_finish))
+        .route("/login/enroll/begin", post(mfa::enroll_begin))
+        .route("/login/enroll/finish", post(mfa::enroll_finish))
+        .route("/me/credentials", get(credentials::my_credentials))
+        .route("/me/mfa", get(credentials::my_mfa))
+        .route(
+            "/me/credentials/register/begin",
+            post(credentials::my_register_begin),
+        )
+        .route(
+            "/me/credentials/register/finish",
+            post(credentials::my_register_finish),
+        )
+        .route(
+            "/me/credentials/{credential_id}",
+            patch(credentials::my_rename).delete(credentials::my_remove),
+        )
+        .route("/me/totp", post(mfa::totp_enroll).delete(mfa::totp_remove))
+        .route("/me/totp/confirm", post(mfa::totp_confirm))
+        .route(
+            "/users/{id}/credentials",
+            get(credentials::user_credentials),
+        )
+        .route("/users/{id}/mfa", get(credentials::user_mfa))
+        .route(
+            "/users/{id}/mfa-requirement",
+            put(credentials::set_user_requirement),
+        )
+        .route(
+            "/users/{id}/credentials/register/begin",
+            post(credentials::user_register_begin),
+        )
+        .route(
+            "/users/{id}/credentials/register/finish",
+            post(credentials::user_register_finish),
+        )
+        .route(
+            "/users/{id}/credentials/{credential_id}",
+            patch(credentials::user_rename).delete(credentials::user_remove),
+        )
 }
 
 async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, settings, system, users};
+use crate::routes::{audit, auth, credentials, mfa, settings, system, users, webauthn_settings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,14 @@ use crate::routes::{audit, auth, settings, system, users};
         settings::put_password,
         audit::list_audit,
         system::healthz, system::metrics,
+        webauthn_settings::get_webauthn, webauthn_settings::put_webauthn,
+        mfa::webauthn_begin, mfa::webauthn_finish, mfa::totp_finish, mfa::enroll_begin,
+        mfa::enroll_finish, mfa::totp_enroll, mfa::totp_confirm, mfa::totp_remove,
+        credentials::my_credentials, credentials::my_mfa, credentials::my_register_begin,
+        credentials::my_register_finish, credentials::my_rename, credentials::my_remove,
+        credentials::user_credentials, credentials::user_mfa, credentials::set_user_requirement,
+        credentials::user_register_begin, credentials::user_register_finish,
+        credentials::user_rename, credentials::user_remove,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),
     modifiers(&BearerSchemes, &ProblemResponses)

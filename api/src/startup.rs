@@ -66,6 +66,7 @@ pub async fn start(
         users: CommandExecutor::new(log.clone()),
         tenants,
         sessions: SessionStore::new(log.database().clone()),
+        ceremonies: keyledger_store::CeremonyStore::new(log.database().clone()),
         log,
         passwords,
         progress,

@@ -8,7 +8,7 @@ use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::User;
 use keyledger_projections::ViewProgress;
 use keyledger_store::sessions::SessionStore;
-use keyledger_store::{CommandExecutor, Database, EventLog};
+use keyledger_store::{CeremonyStore, CommandExecutor, Database, EventLog};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -40,6 +40,8 @@ pub struct Services {
     pub users: CommandExecutor<User>,
     pub tenants: CommandExecutor<Tenant>,
     pub sessions: SessionStore,
+    /// WebAuthn challenges and MFA tokens in flight.
+    pub ceremonies: CeremonyStore,
     pub passwords: PasswordHasher,
     pub progress: ViewProgress,
     pub admin_token: AdminToken,

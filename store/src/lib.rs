@@ -9,6 +9,7 @@
 //!
 //! Only this crate knows the log's SQL.
 
+pub mod ceremonies;
 pub mod chain;
 mod codec;
 pub mod database;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod sessions;
 pub mod testing;
 
+pub use ceremonies::{Ceremony, CeremonyStore};
 pub use database::{Backend, Database};
 pub use error::{AppendError, StoreError};
 pub use executor::{CommandContext, CommandExecutor, ExecuteError, Executed, SideWrites};

@@ -5,6 +5,8 @@
 // Test support: a failed set-up should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod authenticators;
+
 use std::process::Stdio;
 use std::time::Duration;
 

@@ -2,9 +2,12 @@
 
 pub mod audit;
 pub mod auth;
+pub mod credentials;
+pub mod mfa;
 pub mod settings;
 pub mod system;
 pub mod users;
+pub mod webauthn_settings;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -62,6 +62,7 @@ const SQLITE: &[&str] = &[
         revoked_at INTEGER
     )",
     "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    CEREMONIES,
 ];
 
 const POSTGRES: &[&str] = &[
@@ -114,7 +115,19 @@ const POSTGRES: &[&str] = &[
         revoked_at BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    CEREMONIES,
 ];
+
+/// Short-lived ceremony state (WebAuthn challenges, MFA and enrollment tokens): the same on
+/// both backends.
+const CEREMONIES: &str = "CREATE TABLE IF NOT EXISTS ceremonies (
+        id TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT,
+        state TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )";
 
 /// Serialises concurrent migrations from several nodes: PostgreSQL's `IF NOT EXISTS` is not
 /// safe against a concurrent `CREATE` of the same table. The number is arbitrary but fixed.
