@@ -6,7 +6,7 @@ use sqlx::Connection;
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::runner::{Projection, catch_up, migrate_all};
-use crate::views::{AuditView, UsersView};
+use crate::views::{AuditView, MfaView, UsersView};
 
 /// Empties the named projection (or all of them) and folds the whole log into it again.
 /// The emptying and the checkpoint reset commit together, and a running server's follower
@@ -27,6 +27,8 @@ pub async fn rebuild(
     for name in names {
         reached = if name == crate::views::users::NAME {
             rebuild_one(&UsersView, log, &mut progress).await?
+        } else if name == crate::views::mfa::NAME {
+            rebuild_one(&MfaView, log, &mut progress).await?
         } else {
             rebuild_one(&AuditView, log, &mut progress).await?
         };

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::progress::ViewProgress;
-use crate::views::{AuditView, UsersView};
+use crate::views::{AuditView, MfaView, UsersView};
 
 /// Events folded per transaction.
 const BATCH: u32 = 1000;
@@ -62,6 +62,7 @@ pub async fn migrate_all(log: &EventLog) -> Result<(), ProjectionError> {
     checkpoint::migrate(&mut conn).await?;
     migrate_one(&UsersView, &mut conn).await?;
     migrate_one(&AuditView, &mut conn).await?;
+    migrate_one(&MfaView, &mut conn).await?;
     Ok(())
 }
 
@@ -121,7 +122,13 @@ pub fn spawn_all(
             progress.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(follow(AuditView, log, progress, shutdown)),
+        tokio::spawn(follow(
+            AuditView,
+            log.clone(),
+            progress.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow(MfaView, log, progress, shutdown)),
     ]
 }
 

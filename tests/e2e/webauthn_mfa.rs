@@ -19,6 +19,7 @@ on_both_backends!(
     totp_enrolls_with_a_first_code_logs_in_and_never_accepts_a_code_twice,
     a_user_who_must_enroll_gets_an_enrollment_token_or_a_clear_refusal,
     invalid_relying_party_settings_are_refused_with_the_reason,
+    the_users_list_shows_and_filters_the_mfa_columns,
 );
 
 const ORIGIN: &str = "https://auth.example.com";
@@ -665,4 +666,66 @@ async fn invalid_relying_party_settings_are_refused_with_the_reason(backend: Bac
     .await;
     assert_eq!(begin.status, StatusCode::CONFLICT);
     assert_eq!(begin.json()["code"], "webauthn_disabled");
+}
+
+async fn the_users_list_shows_and_filters_the_mfa_columns(backend: Backend) {
+    let app = app(backend).await;
+    enable_webauthn(&app, json!({})).await;
+    user(&app, "ada").await;
+    let bob = user(&app, "bob").await;
+    let token = session(&app, "ada").await;
+    register_own_key(&app, &token, &mut SoftKey::new(), "k").await;
+    let set = app
+        .admin(
+            Method::PUT,
+            &format!("/api/v1/users/{bob}/mfa-requirement"),
+            Some(json!({"requirement": "required"})),
+        )
+        .await;
+    let position = set.position();
+    let names = |answer: keyledger_tests::Answer| -> Vec<String> {
+        answer.json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let with_keys = app
+        .admin_read("/api/v1/users?mfa_webauthn=true", position)
+        .await;
+    assert_eq!(
+        with_keys.json()["items"][0]["mfa_webauthn"],
+        1,
+        "{}",
+        with_keys.text()
+    );
+    assert_eq!(names(with_keys), ["ada"]);
+    let without = app
+        .admin_read("/api/v1/users?mfa_webauthn=false", position)
+        .await;
+    assert_eq!(names(without), ["bob"]);
+    let required = app
+        .admin_read("/api/v1/users?mfa_requirement=required", position)
+        .await;
+    assert_eq!(
+        required.json()["items"][0]["mfa_user_requirement"],
+        "required"
+    );
+    assert_eq!(names(required), ["bob"]);
+    let default = app
+        .admin_read("/api/v1/users?mfa_requirement=default", position)
+        .await;
+    assert_eq!(names(default), ["ada"]);
+    let bad = app
+        .admin_read("/api/v1/users?mfa_requirement=sometimes", position)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // The views rebuild to the same columns.
+    let rebuilt = app.replay(&["rebuild"]).await;
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
 }

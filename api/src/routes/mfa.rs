@@ -471,8 +471,12 @@ pub struct EnrollBegin {
 #[serde(deny_unknown_fields)]
 pub struct EnrollFinish {
     pub enrollment_token: String,
-    #[serde(flatten)]
-    pub registration: RegisterFinish,
+    pub ceremony_id: String,
+    /// 1 to 64 characters.
+    pub label: String,
+    /// The `PublicKeyCredential` from `navigator.credentials.create`, as `toJSON()` gives it.
+    #[schema(value_type = Object)]
+    pub credential: webauthn_rs::prelude::RegisterPublicKeyCredential,
 }
 
 #[utoipa::path(post, path = "/api/v1/login/enroll/begin", request_body = EnrollBegin,
@@ -505,7 +509,12 @@ pub async fn enroll_finish(
         pending_login(&state, &body.enrollment_token, ENROLLMENT_TOKEN).await?;
     let tenant = tenant(&state, pending.tenant_id).await?;
     let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
-    let executed = finish_registration(&state, &tenant, user_id, body.registration, &ctx).await?;
+    let registration = RegisterFinish {
+        ceremony_id: body.ceremony_id,
+        label: body.label,
+        credential: body.credential,
+    };
+    let executed = finish_registration(&state, &tenant, user_id, registration, &ctx).await?;
     state
         .ceremonies
         .take(

@@ -50,6 +50,10 @@ pub struct UserFilter {
     pub locked: Option<bool>,
     /// Case-insensitive substring of username, email or display name.
     pub text: Option<String>,
+    /// "MFA: WebAuthn": whether the user holds at least one WebAuthn credential.
+    pub mfa_webauthn: Option<bool>,
+    /// "MFA: User Requirement": `required`, `optional`, or `default` (follows the tenant).
+    pub mfa_requirement: Option<String>,
     /// Cursor: users after this id (ids are UUIDv7, so this is creation order).
     pub after: Option<Uuid>,
     pub limit: u32,
@@ -103,6 +107,11 @@ impl UsersView {
                 "(username_lower LIKE ? OR email_lower LIKE ? OR display_name_lower LIKE ?)",
                 std::iter::repeat_n(pattern, 3).map(Param::Text),
             );
+        }
+        for (condition, params) in
+            super::MfaView::filter(filter.mfa_webauthn, filter.mfa_requirement.as_deref())
+        {
+            select.and(&condition, params.into_iter().map(Param::Text));
         }
         if let Some(after) = filter.after {
             select.and("user_id > ?", [Param::Text(after.to_string())]);
