@@ -35,7 +35,9 @@ use axum::routing::{get, patch, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, credentials, mfa, settings, system, users, webauthn_settings};
+use crate::routes::{
+    audit, auth, credentials, mfa, portal, settings, system, users, webauthn_settings,
+};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -76,6 +78,9 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
+        .route("/portal/", get(portal::index))
+        .route("/portal/app.js", get(portal::script))
+        .route("/portal/portal.css", get(portal::style))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(

@@ -12,6 +12,7 @@ mod replay;
 mod secrets;
 mod sessions;
 mod users;
+mod webauthn_browser;
 mod webauthn_mfa;
 
 pub use keyledger_tests::{Backend, TestApp};

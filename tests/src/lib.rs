@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod authenticators;
+pub mod browser;
 
 use std::process::Stdio;
 use std::time::Duration;
