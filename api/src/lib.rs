@@ -101,6 +101,8 @@ fn second_factor_routes() -> Router<AppState> {
         .route("/login/mfa/webauthn/begin", post(mfa::webauthn_begin))
         .route("/login/mfa/webauthn/finish", post(mfa::webauthn_finish))
         .route("/login/mfa/totp", post(mfa::totp_finish))
+        .route("/login/passkey/begin", post(mfa::passkey_begin))
+        .route("/login/passkey/finish", post(mfa::passkey_finish))
         .route("/login/enroll/begin", post(mfa::enroll_begin))
         .route("/login/enroll/finish", post(mfa::enroll_finish))
         .route("/me/credentials", get(credentials::my_credentials))

@@ -15,6 +15,8 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential,
 };
 
+use webauthn_rs_proto::ResidentKeyRequirement;
+
 use crate::commands::{CREDENTIAL_CLAIM, CREDENTIAL_CLAIM_SCOPE, user_error, user_stream};
 use crate::error::ApiError;
 use crate::relying_party::{
@@ -126,12 +128,18 @@ pub async fn begin_registration(
     let (mut options, registration) = rp
         .start_passkey_registration(user.id(), user.username(), display, Some(exclude))
         .map_err(ApiError::internal)?;
-    // The kind the user chose steers the browser to the right authenticator.
+    // The kind the user chose steers the browser to the right authenticator. When the
+    // tenant allows passwordless login, the key must keep the credential (discoverable), so
+    // that it can name the user by itself.
     if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
         selection.authenticator_attachment = Some(match kind {
             NewKind::SecurityKey => AuthenticatorAttachment::CrossPlatform,
             NewKind::DeviceAuthenticator => AuthenticatorAttachment::Platform,
         });
+        if tenant.webauthn_settings().bootstrap.enabled {
+            selection.resident_key = Some(ResidentKeyRequirement::Required);
+            selection.require_resident_key = true;
+        }
     }
     let ceremony_state = RegistrationState {
         kind: kind.into(),

@@ -148,6 +148,27 @@ async fn a_user_manages_keys_in_the_portal_and_logs_in_with_one() {
         .as_u64()
         .unwrap();
     assert!(counter_after > counter_before, "the key signed the login");
+
+    // Passwordless: the key names the user by itself (a discoverable credential).
+    browser
+        .run("document.querySelector('#logout').click();", json!([]))
+        .await;
+    browser
+        .wait_for("document.body.dataset.page === 'login-page'")
+        .await;
+    assert_eq!(
+        browser.credentials(&usb).await[0]["isResidentCredential"],
+        true
+    );
+    browser
+        .run(
+            "document.querySelector('#passkey-login').click();",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for("document.body.dataset.page === 'security-page'")
+        .await;
     browser.quit().await;
 
     let keys = app
@@ -170,4 +191,14 @@ async fn a_user_manages_keys_in_the_portal_and_logs_in_with_one() {
         .await
         .json();
     assert!(mfa["last_mfa_at"].is_string(), "{mfa}");
+    let logins = app
+        .admin_read("/api/v1/audit?type=user.login.succeeded", app.head().await)
+        .await;
+    let methods: Vec<String> = logins.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(methods.len(), 3, "{}", logins.text());
 }

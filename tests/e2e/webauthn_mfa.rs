@@ -20,6 +20,7 @@ on_both_backends!(
     a_user_who_must_enroll_gets_an_enrollment_token_or_a_clear_refusal,
     invalid_relying_party_settings_are_refused_with_the_reason,
     the_users_list_shows_and_filters_the_mfa_columns,
+    passwordless_login_is_refused_when_the_bootstrap_workflow_is_off,
 );
 
 const ORIGIN: &str = "https://auth.example.com";
@@ -728,4 +729,32 @@ async fn the_users_list_shows_and_filters_the_mfa_columns(backend: Backend) {
         "{}",
         String::from_utf8_lossy(&rebuilt.stderr)
     );
+}
+
+async fn passwordless_login_is_refused_when_the_bootstrap_workflow_is_off(backend: Backend) {
+    let app = app(backend).await;
+    enable_webauthn(&app, json!({})).await;
+    let refused = post(&app, "/api/v1/login/passkey/begin", None, json!({})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(refused.json()["code"], "passwordless_disabled");
+    enable_webauthn(
+        &app,
+        json!({"bootstrap": {"enabled": true, "attachment": "any", "user_verification": "required"}}),
+    )
+    .await;
+    let begin = post(&app, "/api/v1/login/passkey/begin", None, json!({})).await;
+    assert_eq!(begin.status, StatusCode::OK, "{}", begin.text());
+    assert!(begin.json()["options"]["publicKey"]["challenge"].is_string());
+    // An unknown ceremony gets the generic refusal.
+    let finish = post(
+        &app,
+        "/api/v1/login/passkey/finish",
+        None,
+        json!({"ceremony_id": "nope", "credential": {"id": "AAAA", "rawId": "AAAA", "type": "public-key",
+            "response": {"clientDataJSON": "AAAA", "authenticatorData": "AAAA", "signature": "AAAA", "userHandle": null},
+            "extensions": {}}}),
+    )
+    .await;
+    assert_eq!(finish.status, StatusCode::UNAUTHORIZED, "{}", finish.text());
+    assert_eq!(finish.json()["code"], "mfa_failed");
 }

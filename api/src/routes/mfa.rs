@@ -436,6 +436,207 @@ async fn complete_login(
         return Err(ApiError::MfaFailed);
     }
     Metrics::inc(&state.metrics.logins_succeeded);
+    start_session(
+        state,
+        user_id,
+        executed.appended.map(|a| a.last_position),
+        ctx,
+    )
+    .await
+}
+
+// --- passwordless login (the bootstrap workflow) ----------------------------------------------
+
+const DISCOVERABLE: &str = "webauthn_discoverable";
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyBegin {}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyFinish {
+    pub ceremony_id: String,
+    /// The `PublicKeyCredential` from `navigator.credentials.get`, as `toJSON()` gives it.
+    #[schema(value_type = Object)]
+    pub credential: PublicKeyCredential,
+}
+
+#[utoipa::path(post, path = "/api/v1/login/passkey/begin", request_body = PasskeyBegin,
+    responses((status = 200, body = AssertionBeginBody), (status = 409)), tag = "sessions")]
+pub async fn passkey_begin(
+    State(state): State<AppState>,
+    ApiJson(_body): ApiJson<PasskeyBegin>,
+) -> Result<Json<AssertionBeginBody>, ApiError> {
+    let tenant = tenant(&state, keyledger_domain::DEFAULT_TENANT_ID).await?;
+    let rp = relying_party(&tenant)?;
+    if !tenant.webauthn_settings().bootstrap.enabled {
+        return Err(ApiError::Conflict {
+            code: "passwordless_disabled",
+            detail: "passwordless login (the bootstrap workflow) is not enabled".into(),
+        });
+    }
+    let (options, authentication) = rp
+        .start_discoverable_authentication()
+        .map_err(ApiError::internal)?;
+    let ceremony_id = tokens::generate();
+    let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
+    state
+        .ceremonies
+        .put(
+            &ceremony_id,
+            &Ceremony {
+                purpose: DISCOVERABLE.into(),
+                tenant_id: tenant.id(),
+                user_id: None,
+                state: serde_json::to_string(&authentication).map_err(ApiError::internal)?,
+            },
+            expires_at,
+        )
+        .await?;
+    Ok(Json(AssertionBeginBody {
+        ceremony_id,
+        options,
+        expires_at,
+    }))
+}
+
+/// The key names the user (its user handle is the user id); the assertion is checked against
+/// that user's keys, and the login is recorded with method `passkey`.
+#[utoipa::path(post, path = "/api/v1/login/passkey/finish", request_body = PasskeyFinish,
+    responses((status = 200, body = LoginResponse), (status = 401)), tag = "sessions")]
+pub async fn passkey_finish(
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<PasskeyFinish>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let tenant = tenant(&state, keyledger_domain::DEFAULT_TENANT_ID).await?;
+    let rp = relying_party(&tenant)?;
+    let now = state.clock.now();
+    let ceremony = state
+        .ceremonies
+        .take(&body.ceremony_id, DISCOVERABLE, now)
+        .await?
+        .ok_or_else(|| {
+            tracing::info!("passkey login refused: challenge expired, used or unknown");
+            ApiError::MfaFailed
+        })?;
+    let authentication: webauthn_rs::prelude::DiscoverableAuthentication =
+        serde_json::from_str(&ceremony.state).map_err(ApiError::internal)?;
+    let (user_id, presented_id) = rp
+        .identify_discoverable_authentication(&body.credential)
+        .map_err(|error| {
+            tracing::info!(%error, "passkey login refused: no user handle");
+            ApiError::MfaFailed
+        })?;
+    let presented_id = presented_id.to_vec();
+    let (user, _) = state
+        .users
+        .load(&user_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    if !user.exists() || user.tenant_id() != tenant.id() {
+        tracing::info!(user_id = %user_id, "passkey login refused: unknown user handle");
+        return Err(ApiError::MfaFailed);
+    }
+    let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
+    let attempt_id = Uuid::now_v7();
+    let Some((credential_id, mut passkey)) = user_passkeys(&state, user_id)
+        .await?
+        .into_iter()
+        .find(|(_, p)| {
+            let id: &[u8] = p.cred_id().as_ref();
+            id == presented_id.as_slice()
+        })
+    else {
+        record_failure(
+            &state,
+            &tenant,
+            user_id,
+            attempt_id,
+            MfaMethod::Webauthn,
+            MfaFailureReason::UnknownCredential,
+            &ctx,
+        )
+        .await?;
+        return Err(ApiError::MfaFailed);
+    };
+    let result = match rp.finish_discoverable_authentication_v2(
+        &body.credential,
+        authentication,
+        &passkey,
+    ) {
+        Ok(result) => result,
+        Err(error) => {
+            record_failure(
+                &state,
+                &tenant,
+                user_id,
+                attempt_id,
+                MfaMethod::Webauthn,
+                failure_reason(&error),
+                &ctx,
+            )
+            .await?;
+            return Err(ApiError::MfaFailed);
+        }
+    };
+    passkey.update_credential(&result);
+    let record = serde_json::to_string(&passkey).map_err(ApiError::internal)?;
+    let command = UserCommand::UseSecondFactor {
+        proof: SecondFactorProof::Webauthn {
+            credential_id: credential_id.clone(),
+            sign_count: result.counter(),
+            user_verified: result.user_verified(),
+            backed_up: result.backup_state(),
+        },
+        login: Some((attempt_id, LoginMethod::Passkey)),
+        at: ctx.now,
+    };
+    let executed = state
+        .users
+        .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
+            let accepted = events
+                .iter()
+                .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
+            SideWrites {
+                claims: Vec::new(),
+                secrets: if accepted {
+                    vec![SecretWrite {
+                        kind: passkey_secret_kind(&credential_id),
+                        value: Some(record.clone()),
+                    }]
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .await
+        .map_err(user_error)?;
+    if !executed
+        .events
+        .iter()
+        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
+    {
+        Metrics::inc(&state.metrics.logins_failed);
+        return Err(ApiError::MfaFailed);
+    }
+    Metrics::inc(&state.metrics.logins_succeeded);
+    start_session(
+        &state,
+        user_id,
+        executed.appended.map(|a| a.last_position),
+        &ctx,
+    )
+    .await
+}
+
+async fn start_session(
+    state: &AppState,
+    user_id: Uuid,
+    position: Option<u64>,
+    ctx: &CommandContext,
+) -> Result<Json<LoginResponse>, ApiError> {
     let token = tokens::generate();
     state
         .sessions
@@ -454,7 +655,7 @@ async fn complete_login(
         token_type: "Bearer",
         user_id,
         expires_at: ctx.now + state.config.session_absolute,
-        position: executed.appended.map(|a| a.last_position),
+        position,
     }))
 }
 
