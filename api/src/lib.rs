@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, credentials, mfa, portal, settings, system, users, webauthn_settings,
+    audit, auth, credentials, mfa, portal, settings, step_up, system, users, webauthn_settings,
 };
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
@@ -121,6 +121,12 @@ fn second_factor_routes() -> Router<AppState> {
         )
         .route("/me/totp", post(mfa::totp_enroll).delete(mfa::totp_remove))
         .route("/me/totp/confirm", post(mfa::totp_confirm))
+        .route("/me/step-up/webauthn/begin", post(step_up::webauthn_begin))
+        .route(
+            "/me/step-up/webauthn/finish",
+            post(step_up::webauthn_finish),
+        )
+        .route("/me/step-up/totp", post(step_up::totp_step_up))
         .route(
             "/users/{id}/credentials",
             get(credentials::user_credentials),

@@ -4,7 +4,9 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, credentials, mfa, settings, system, users, webauthn_settings};
+use crate::routes::{
+    audit, auth, credentials, mfa, settings, step_up, system, users, webauthn_settings,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +29,7 @@ use crate::routes::{audit, auth, credentials, mfa, settings, system, users, weba
         credentials::user_credentials, credentials::user_mfa, credentials::set_user_requirement,
         credentials::user_register_begin, credentials::user_register_finish,
         credentials::user_rename, credentials::user_remove,
+        step_up::webauthn_begin, step_up::webauthn_finish, step_up::totp_step_up,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),
     modifiers(&BearerSchemes, &ProblemResponses)

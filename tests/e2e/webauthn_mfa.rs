@@ -21,6 +21,7 @@ on_both_backends!(
     invalid_relying_party_settings_are_refused_with_the_reason,
     the_users_list_shows_and_filters_the_mfa_columns,
     passwordless_login_is_refused_when_the_bootstrap_workflow_is_off,
+    changing_the_password_needs_a_fresh_factor_when_the_user_has_one,
 );
 
 const ORIGIN: &str = "https://auth.example.com";
@@ -757,4 +758,69 @@ async fn passwordless_login_is_refused_when_the_bootstrap_workflow_is_off(backen
     .await;
     assert_eq!(finish.status, StatusCode::UNAUTHORIZED, "{}", finish.text());
     assert_eq!(finish.json()["code"], "mfa_failed");
+}
+
+async fn changing_the_password_needs_a_fresh_factor_when_the_user_has_one(backend: Backend) {
+    let app = app(backend).await;
+    enable_webauthn(&app, json!({})).await;
+    user(&app, "ada").await;
+    let token = session(&app, "ada").await;
+    let mut key = SoftKey::new();
+    register_own_key(&app, &token, &mut key, "k").await;
+    // A second factor lowers the minimum length to 8.
+    let change = |step_up: Option<String>| {
+        let mut body = json!({"current_password": GOOD_PASSWORD, "new_password": "nine-char"});
+        if let Some(step_up) = step_up {
+            body["step_up_token"] = json!(step_up);
+        }
+        body
+    };
+    let refused = post(&app, "/api/v1/me/password", Some(&token), change(None)).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert_eq!(refused.json()["code"], "step_up_required");
+    let forged = post(
+        &app,
+        "/api/v1/me/password",
+        Some(&token),
+        change(Some("forged".into())),
+    )
+    .await;
+    assert_eq!(forged.json()["code"], "step_up_required");
+
+    let begin = post(
+        &app,
+        "/api/v1/me/step-up/webauthn/begin",
+        Some(&token),
+        json!({}),
+    )
+    .await;
+    assert_eq!(begin.status, StatusCode::OK, "{}", begin.text());
+    let begin = begin.json();
+    let assertion = key.assert(ORIGIN, &begin["options"]);
+    let stepped = post(
+        &app,
+        "/api/v1/me/step-up/webauthn/finish",
+        Some(&token),
+        json!({"ceremony_id": begin["ceremony_id"], "credential": assertion}),
+    )
+    .await;
+    assert_eq!(stepped.status, StatusCode::OK, "{}", stepped.text());
+    let step_up = stepped.json()["step_up_token"].as_str().unwrap().to_owned();
+    let changed = post(
+        &app,
+        "/api/v1/me/password",
+        Some(&token),
+        change(Some(step_up.clone())),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    // The step-up token answers once.
+    let again = post(
+        &app,
+        "/api/v1/me/password",
+        Some(&token),
+        change(Some(step_up)),
+    )
+    .await;
+    assert_eq!(again.json()["code"], "step_up_required");
 }

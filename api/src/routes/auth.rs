@@ -63,6 +63,8 @@ pub enum LoginAnswer {
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
+    /// Required when the user holds a second factor: from `/me/step-up/...`.
+    pub step_up_token: Option<String>,
 }
 
 /// The actor of a login attempt: the claimed user when known, the system otherwise.
@@ -276,6 +278,10 @@ pub async fn change_password(
 ) -> Result<Json<Written>, ApiError> {
     let id = session.user_id.to_string();
     let (user, _) = state.users.load(&id).await.map_err(ApiError::internal)?;
+    if user.has_second_factor() {
+        super::step_up::require_step_up(&state, session.user_id, body.step_up_token.as_deref())
+            .await?;
+    }
     let tenant = tenant(&state, session.tenant_id).await?;
     let stored = state
         .log

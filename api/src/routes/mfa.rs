@@ -191,41 +191,9 @@ pub async fn webauthn_begin(
 ) -> Result<Json<AssertionBeginBody>, ApiError> {
     let (pending, user_id, _) = pending_login(&state, &body.mfa_token, MFA_TOKEN).await?;
     let tenant = tenant(&state, pending.tenant_id).await?;
-    let rp = relying_party(&tenant)?;
-    let passkeys: Vec<_> = user_passkeys(&state, user_id)
-        .await?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect();
-    if passkeys.is_empty() {
-        return Err(ApiError::Conflict {
-            code: "no_webauthn_credentials",
-            detail: "the user has no WebAuthn credential; use another factor".into(),
-        });
-    }
-    let (options, authentication) = rp
-        .start_passkey_authentication(&passkeys)
-        .map_err(ApiError::internal)?;
-    let ceremony_id = tokens::generate();
-    let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
-    state
-        .ceremonies
-        .put(
-            &ceremony_id,
-            &Ceremony {
-                purpose: ASSERTION.into(),
-                tenant_id: tenant.id(),
-                user_id: Some(user_id),
-                state: serde_json::to_string(&authentication).map_err(ApiError::internal)?,
-            },
-            expires_at,
-        )
-        .await?;
-    Ok(Json(AssertionBeginBody {
-        ceremony_id,
-        options,
-        expires_at,
-    }))
+    Ok(Json(
+        begin_assertion(&state, &tenant, user_id, ASSERTION).await?,
+    ))
 }
 
 /// Records a refused factor when the tenant's debug mode asks for reasons, or always when the
@@ -260,30 +228,33 @@ async fn record_failure(
     Ok(())
 }
 
-#[utoipa::path(post, path = "/api/v1/login/mfa/webauthn/finish", request_body = AssertionFinish,
-    responses((status = 200, body = LoginResponse), (status = 401)), tag = "sessions")]
-pub async fn webauthn_finish(
-    request: RequestContext,
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<AssertionFinish>,
-) -> Result<Json<LoginResponse>, ApiError> {
-    let (pending, user_id, login) = pending_login(&state, &body.mfa_token, MFA_TOKEN).await?;
-    let tenant = tenant(&state, pending.tenant_id).await?;
-    let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
+/// Takes the assertion ceremony (once), verifies the browser's answer against the user's keys
+/// and answers what the aggregate must judge (the proof) and the updated key record to keep.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn verified_assertion(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: Uuid,
+    purpose: &str,
+    ceremony_id: &str,
+    credential: &PublicKeyCredential,
+    attempt_id: Uuid,
+    ctx: &CommandContext,
+) -> Result<(SecondFactorProof, SecretWrite), ApiError> {
     let fail = |reason| {
         record_failure(
-            &state,
-            &tenant,
+            state,
+            tenant,
             user_id,
-            login.attempt_id,
+            attempt_id,
             MfaMethod::Webauthn,
             reason,
-            &ctx,
+            ctx,
         )
     };
     let Some(ceremony) = state
         .ceremonies
-        .take(&body.ceremony_id, ASSERTION, ctx.now)
+        .take(ceremony_id, purpose, ctx.now)
         .await?
         .filter(|c| c.user_id == Some(user_id))
     else {
@@ -292,15 +263,15 @@ pub async fn webauthn_finish(
     };
     let authentication: PasskeyAuthentication =
         serde_json::from_str(&ceremony.state).map_err(ApiError::internal)?;
-    let rp = relying_party(&tenant)?;
-    let result = match rp.finish_passkey_authentication(&body.credential, &authentication) {
+    let rp = relying_party(tenant)?;
+    let result = match rp.finish_passkey_authentication(credential, &authentication) {
         Ok(result) => result,
         Err(error) => {
             fail(failure_reason(&error)).await?;
             return Err(ApiError::MfaFailed);
         }
     };
-    let Some((credential_id, mut passkey)) = user_passkeys(&state, user_id)
+    let Some((credential_id, mut passkey)) = user_passkeys(state, user_id)
         .await?
         .into_iter()
         .find(|(_, p)| p.cred_id() == result.cred_id())
@@ -320,6 +291,74 @@ pub async fn webauthn_finish(
         kind: passkey_secret_kind(&credential_id),
         value: Some(record),
     };
+    Ok((proof, secret))
+}
+
+/// Starts an assertion against all of `user_id`'s keys under `purpose`.
+pub(crate) async fn begin_assertion(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: Uuid,
+    purpose: &str,
+) -> Result<AssertionBeginBody, ApiError> {
+    let rp = relying_party(tenant)?;
+    let passkeys: Vec<_> = user_passkeys(state, user_id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    if passkeys.is_empty() {
+        return Err(ApiError::Conflict {
+            code: "no_webauthn_credentials",
+            detail: "the user has no WebAuthn credential; use another factor".into(),
+        });
+    }
+    let (options, authentication) = rp
+        .start_passkey_authentication(&passkeys)
+        .map_err(ApiError::internal)?;
+    let ceremony_id = tokens::generate();
+    let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
+    state
+        .ceremonies
+        .put(
+            &ceremony_id,
+            &Ceremony {
+                purpose: purpose.into(),
+                tenant_id: tenant.id(),
+                user_id: Some(user_id),
+                state: serde_json::to_string(&authentication).map_err(ApiError::internal)?,
+            },
+            expires_at,
+        )
+        .await?;
+    Ok(AssertionBeginBody {
+        ceremony_id,
+        options,
+        expires_at,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/login/mfa/webauthn/finish", request_body = AssertionFinish,
+    responses((status = 200, body = LoginResponse), (status = 401)), tag = "sessions")]
+pub async fn webauthn_finish(
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<AssertionFinish>,
+) -> Result<Json<LoginResponse>, ApiError> {
+    let (pending, user_id, login) = pending_login(&state, &body.mfa_token, MFA_TOKEN).await?;
+    let tenant = tenant(&state, pending.tenant_id).await?;
+    let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
+    let (proof, secret) = verified_assertion(
+        &state,
+        &tenant,
+        user_id,
+        ASSERTION,
+        &body.ceremony_id,
+        &body.credential,
+        login.attempt_id,
+        &ctx,
+    )
+    .await?;
     complete_login(
         &state,
         &body.mfa_token,

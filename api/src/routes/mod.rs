@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod mfa;
 pub mod portal;
 pub mod settings;
+pub mod step_up;
 pub mod system;
 pub mod users;
 pub mod webauthn_settings;
