@@ -10,6 +10,7 @@
 //! Results are markdown on stdout; progress goes to stderr.
 
 mod appends;
+mod assertions;
 mod logins;
 mod memory;
 mod rebuild;
@@ -41,6 +42,9 @@ enum What {
     Logins(logins::Options),
     /// The real server's resident memory with 1M users in its views.
     Memory(memory::Options),
+    /// WebAuthn login finishes/s through the real server's HTTP API, beside raw webauthn-rs
+    /// verifications.
+    Assertions(assertions::Options),
     /// Every benchmark above at its default size.
     All,
 }
@@ -74,11 +78,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         What::Rebuild(options) => rebuild::run(&options, places).await,
         What::Logins(options) => logins::run(&options, places).await,
         What::Memory(options) => memory::run(&options, places).await,
+        What::Assertions(options) => assertions::run(&options, places).await,
         What::All => {
             appends::run(&defaults()?, places).await?;
             rebuild::run(&defaults()?, places).await?;
             logins::run(&defaults()?, places).await?;
-            memory::run(&defaults()?, places).await
+            memory::run(&defaults()?, places).await?;
+            assertions::run(&defaults()?, places).await
         }
     }
 }
@@ -135,6 +141,7 @@ mod tests {
         defaults::<rebuild::Options>().unwrap();
         defaults::<logins::Options>().unwrap();
         defaults::<memory::Options>().unwrap();
+        defaults::<assertions::Options>().unwrap();
     }
 
     #[test]
