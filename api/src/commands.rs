@@ -158,6 +158,7 @@ pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<Secret
             e,
             UserEvent::PasswordSet(_)
                 | UserEvent::PasswordChanged(_)
+                | UserEvent::PasswordReset(_)
                 | UserEvent::PasswordRehashed(_)
         )
     });

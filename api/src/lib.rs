@@ -36,7 +36,8 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, credentials, mfa, portal, settings, step_up, system, users, webauthn_settings,
+    audit, auth, credentials, mfa, password_reset, portal, settings, step_up, system, users,
+    webauthn_settings,
 };
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
@@ -101,6 +102,15 @@ fn second_factor_routes() -> Router<AppState> {
         .route("/login/mfa/webauthn/begin", post(mfa::webauthn_begin))
         .route("/login/mfa/webauthn/finish", post(mfa::webauthn_finish))
         .route("/login/mfa/totp", post(mfa::totp_finish))
+        .route("/password-reset", post(password_reset::request_reset))
+        .route(
+            "/password-reset/webauthn/begin",
+            post(password_reset::webauthn_begin),
+        )
+        .route(
+            "/password-reset/complete",
+            post(password_reset::complete_reset),
+        )
         .route("/login/passkey/begin", post(mfa::passkey_begin))
         .route("/login/passkey/finish", post(mfa::passkey_finish))
         .route("/login/enroll/begin", post(mfa::enroll_begin))

@@ -5,7 +5,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, auth, credentials, mfa, settings, step_up, system, users, webauthn_settings,
+    audit, auth, credentials, mfa, password_reset, settings, step_up, system, users,
+    webauthn_settings,
 };
 
 #[derive(OpenApi)]
@@ -30,6 +31,8 @@ use crate::routes::{
         credentials::user_register_begin, credentials::user_register_finish,
         credentials::user_rename, credentials::user_remove,
         step_up::webauthn_begin, step_up::webauthn_finish, step_up::totp_step_up,
+        password_reset::request_reset, password_reset::webauthn_begin,
+        password_reset::complete_reset,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),
     modifiers(&BearerSchemes, &ProblemResponses)

@@ -67,6 +67,7 @@ pub async fn start(
         tenants,
         sessions: SessionStore::new(log.database().clone()),
         ceremonies: keyledger_store::CeremonyStore::new(log.database().clone()),
+        outbox: keyledger_store::MailOutbox::new(log.database().clone()),
         log,
         passwords,
         progress,

@@ -42,6 +42,8 @@ pub struct Services {
     pub sessions: SessionStore,
     /// WebAuthn challenges and MFA tokens in flight.
     pub ceremonies: CeremonyStore,
+    /// Mail for the operator's mailer.
+    pub outbox: keyledger_store::MailOutbox,
     pub passwords: PasswordHasher,
     pub progress: ViewProgress,
     pub admin_token: AdminToken,

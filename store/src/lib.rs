@@ -17,6 +17,7 @@ pub mod error;
 pub mod executor;
 pub mod log;
 pub mod model;
+pub mod outbox;
 pub mod sessions;
 pub mod testing;
 
@@ -26,4 +27,5 @@ pub use error::{AppendError, StoreError};
 pub use executor::{CommandContext, CommandExecutor, ExecuteError, Executed, SideWrites};
 pub use log::EventLog;
 pub use model::*;
+pub use outbox::{Mail, MailOutbox};
 pub use sessions::{Session, SessionStore};

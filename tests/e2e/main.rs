@@ -8,6 +8,7 @@ mod bad_input;
 mod crash;
 mod lockout;
 mod login;
+mod mfa_password_reset;
 mod replay;
 mod secrets;
 mod sessions;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod mfa;
+pub mod password_reset;
 pub mod portal;
 pub mod settings;
 pub mod step_up;

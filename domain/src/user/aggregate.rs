@@ -11,8 +11,9 @@ use super::commands::{ProposedPassword, UserCommand};
 use super::events::{
     AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
     LoginMethod, LoginSucceeded, MfaFailed, MfaRequirementChanged, PasswordChangeBy,
-    PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordSet,
-    ProfileUpdated, UnlockedBy, UserCreated, UserEvent, UserReactivated, UserSuspended,
+    PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordReset,
+    PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
+    UserReactivated, UserSuspended,
 };
 use super::second_factor::{SecondFactors, WebauthnCredential};
 use crate::lockout::{LockoutPolicy, MAX_FAILURES_LIMIT};
@@ -51,6 +52,8 @@ pub enum UserError {
     TotpAlreadyEnrolled,
     #[error("TOTP is not enrolled")]
     TotpNotEnrolled,
+    #[error("the user holds a second factor: prove it to reset the password")]
+    SecondFactorRequired,
 }
 
 impl UserError {
@@ -67,6 +70,7 @@ impl UserError {
             Self::LastFactorRemovalUnconfirmed => "last_factor_removal_unconfirmed",
             Self::TotpAlreadyEnrolled => "totp_already_enrolled",
             Self::TotpNotEnrolled => "totp_not_enrolled",
+            Self::SecondFactorRequired => "second_factor_required",
         }
     }
 }
@@ -264,6 +268,11 @@ impl User {
                 }),
                 PasswordChangeBy::User => UserEvent::PasswordChanged(PasswordChanged {
                     hash: proposal.hash,
+                    at,
+                }),
+                PasswordChangeBy::Reset => UserEvent::PasswordReset(PasswordReset {
+                    hash: proposal.hash,
+                    second_factor_verified: self.has_second_factor(),
                     at,
                 }),
             },
@@ -592,6 +601,23 @@ impl Aggregate for User {
                     _ => self.use_second_factor(proof, login, at, sink).await?,
                 }
             }
+            UserCommand::RequestPasswordReset { expires_at, at } => {
+                let requested = PasswordResetRequested { expires_at, at };
+                sink.write(UserEvent::PasswordResetRequested(requested), self)
+                    .await;
+            }
+            UserCommand::ResetPassword {
+                proposal,
+                policy,
+                second_factor_ok,
+                at,
+            } => {
+                if self.has_second_factor() && !second_factor_ok {
+                    return Err(UserError::SecondFactorRequired);
+                }
+                self.decide_password(PasswordChangeBy::Reset, true, proposal, policy, at, sink)
+                    .await;
+            }
             UserCommand::RecordMfaFailure {
                 attempt_id,
                 method,
@@ -648,7 +674,8 @@ impl Aggregate for User {
             UserEvent::Suspended(_) => self.suspended = true,
             UserEvent::Reactivated(_) => self.suspended = false,
             UserEvent::PasswordSet(PasswordSet { hash, .. })
-            | UserEvent::PasswordChanged(PasswordChanged { hash, .. }) => {
+            | UserEvent::PasswordChanged(PasswordChanged { hash, .. })
+            | UserEvent::PasswordReset(PasswordReset { hash, .. }) => {
                 self.password = Some(hash);
             }
             UserEvent::PasswordRejected(_) => {}
@@ -700,7 +727,8 @@ impl Aggregate for User {
             | UserEvent::TotpRemoved(_)
             | UserEvent::TotpUsed(_)
             | UserEvent::MfaRequirementChanged(_)
-            | UserEvent::MfaFailed(_) => {}
+            | UserEvent::MfaFailed(_)
+            | UserEvent::PasswordResetRequested(_) => {}
         }
     }
 }

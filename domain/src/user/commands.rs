@@ -145,6 +145,20 @@ pub enum UserCommand {
         login: Option<(Uuid, LoginMethod)>,
         at: DateTime<Utc>,
     },
+    /// A reset token was made and queued for the user's email; it expires at `expires_at`.
+    RequestPasswordReset {
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Completes a reset whose token the caller took (single use). A user who holds a second
+    /// factor must have proved it (`second_factor_ok`); a refusal of the password itself is
+    /// recorded as `user.password.rejected` with `by: reset`.
+    ResetPassword {
+        proposal: ProposedPassword,
+        policy: PasswordPolicy,
+        second_factor_ok: bool,
+        at: DateTime<Utc>,
+    },
     /// A refused ceremony whose reason is worth keeping (debug mode, or always for a possible
     /// cloned authenticator).
     RecordMfaFailure {

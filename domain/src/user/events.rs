@@ -60,6 +60,26 @@ pub enum UserEvent {
     MfaRequirementChanged(MfaRequirementChanged),
     #[serde(rename = "user.mfa.failed")]
     MfaFailed(MfaFailed),
+    /// A reset token was sent (through the mail outbox); the token itself is never here.
+    #[serde(rename = "user.password_reset.requested")]
+    PasswordResetRequested(PasswordResetRequested),
+    #[serde(rename = "user.password.reset")]
+    PasswordReset(PasswordReset),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    /// When the token stops working (5 minutes after the request).
+    pub expires_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordReset {
+    pub hash: HashParams,
+    /// Whether the user proved a second factor (required when they hold one).
+    pub second_factor_verified: bool,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +259,8 @@ pub enum PasswordChangeBy {
     Admin,
     #[serde(rename = "self")]
     User,
+    /// The user, through a password reset token (and their second factor, if they have one).
+    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,6 +385,8 @@ impl cqrs_es::DomainEvent for UserEvent {
             Self::TotpUsed(_) => "user.totp.used",
             Self::MfaRequirementChanged(_) => "user.mfa_requirement.changed",
             Self::MfaFailed(_) => "user.mfa.failed",
+            Self::PasswordResetRequested(_) => "user.password_reset.requested",
+            Self::PasswordReset(_) => "user.password.reset",
         }
         .to_owned()
     }

@@ -18,8 +18,8 @@ pub use events::{
     AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
     LoginMethod, LoginSucceeded, MfaFailed, MfaFailureReason, MfaMethod, MfaRequirementChanged,
     NewCredential, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
-    PasswordRejected, PasswordSet, ProfileUpdated, TotpAdded, TotpRemoved, TotpUsed, UnlockedBy,
-    UserCreated, UserEvent, UserReactivated, UserSuspended, WebauthnRegistered, WebauthnRemoved,
-    WebauthnRenamed, WebauthnUsed,
+    PasswordRejected, PasswordReset, PasswordResetRequested, PasswordSet, ProfileUpdated,
+    TotpAdded, TotpRemoved, TotpUsed, UnlockedBy, UserCreated, UserEvent, UserReactivated,
+    UserSuspended, WebauthnRegistered, WebauthnRemoved, WebauthnRenamed, WebauthnUsed,
 };
 pub use second_factor::{SecondFactors, TotpState, WebauthnCredential};

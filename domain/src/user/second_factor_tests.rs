@@ -608,3 +608,55 @@ fn second_factor_events_have_their_catalog_names_and_round_trip() {
     assert_eq!(json["data"]["registered_by"]["kind"], "admin");
     assert_eq!(json["data"]["kind"], "security_key");
 }
+
+fn reset(candidate: &str, second_factor_ok: bool) -> UserCommand {
+    UserCommand::ResetPassword {
+        proposal: ProposedPassword {
+            facts: PasswordFacts::measure(candidate, &["alice"]),
+            hash: params(),
+        },
+        policy: PasswordPolicy::default(),
+        second_factor_ok,
+        at: at(9),
+    }
+}
+
+#[test]
+fn a_reset_needs_the_second_factor_of_a_user_who_holds_one() {
+    Given::with(())
+        .given(with([registered(1, CredentialActor::User)]))
+        .when(reset("correct horse battery staple", false))
+        .then_expect_error(UserError::SecondFactorRequired);
+    Given::with(())
+        .given(with([registered(1, CredentialActor::User)]))
+        .when(reset("correct horse battery staple", true))
+        .then_expect_events(vec![UserEvent::PasswordReset(PasswordReset {
+            hash: params(),
+            second_factor_verified: true,
+            at: at(9),
+        })]);
+    Given::with(())
+        .given(active_user())
+        .when(reset("correct horse battery staple", false))
+        .then_expect_events(vec![UserEvent::PasswordReset(PasswordReset {
+            hash: params(),
+            second_factor_verified: false,
+            at: at(9),
+        })]);
+}
+
+#[test]
+fn a_reset_password_is_judged_by_the_policy_and_a_refusal_recorded() {
+    let events = Given::with(())
+        .given(active_user())
+        .when(reset("short", false))
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(
+        &events[..],
+        [UserEvent::PasswordRejected(PasswordRejected {
+            by: PasswordChangeBy::Reset,
+            ..
+        })]
+    ));
+}

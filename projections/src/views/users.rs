@@ -200,7 +200,9 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
         }
         UserEvent::Suspended(_) => row.status = "suspended".into(),
         UserEvent::Reactivated(_) => row.status = "active".into(),
-        UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) => row.has_password = true,
+        UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) | UserEvent::PasswordReset(_) => {
+            row.has_password = true;
+        }
         UserEvent::PasswordManagementChanged(e) => {
             row.password_externally_managed = e.externally_managed;
         }
@@ -234,7 +236,8 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
         | UserEvent::TotpRemoved(_)
         | UserEvent::TotpUsed(_)
         | UserEvent::MfaRequirementChanged(_)
-        | UserEvent::MfaFailed(_) => {}
+        | UserEvent::MfaFailed(_)
+        | UserEvent::PasswordResetRequested(_) => {}
     }
 }
 
