@@ -60,6 +60,8 @@ mod tests {
         progress.set(crate::views::users::NAME, 5);
         assert!(!progress.wait_for(5, Duration::from_millis(20)).await);
         progress.set(crate::views::audit::NAME, 7);
+        assert!(!progress.wait_for(5, Duration::from_millis(20)).await);
+        progress.set(crate::views::mfa::NAME, 9);
         assert!(progress.wait_for(5, Duration::from_millis(20)).await);
         assert_eq!(progress.reached(), 5);
     }
