@@ -2,7 +2,9 @@
 //! begun and finished for a user (by themselves or an admin), MFA tokens, TOTP codes.
 
 use chrono::{DateTime, Duration, Utc};
-use keyledger_domain::mfa::{CredentialActor, CredentialId, CredentialKind, CredentialLabel};
+use keyledger_domain::mfa::{
+    Attachment, CredentialActor, CredentialId, CredentialKind, CredentialLabel,
+};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{User, UserCommand};
 use keyledger_store::{Ceremony, ClaimChange, CommandContext, SecretWrite, SideWrites};
@@ -119,6 +121,24 @@ pub async fn begin_registration(
     by: CredentialActor,
 ) -> Result<RegisterBeginBody, ApiError> {
     let rp = relying_party(tenant)?;
+    // The reauthentication workflow may limit keys to one attachment.
+    let allowed = tenant.webauthn_settings().reauthentication.attachment;
+    if matches!(
+        (allowed, kind),
+        (Attachment::Platform, NewKind::SecurityKey)
+            | (Attachment::CrossPlatform, NewKind::DeviceAuthenticator)
+    ) {
+        return Err(ApiError::Conflict {
+            code: "authenticator_attachment_not_allowed",
+            detail: format!(
+                "this tenant allows only {} authenticators",
+                match allowed {
+                    Attachment::Platform => "platform (device)",
+                    _ => "cross-platform (security key)",
+                }
+            ),
+        });
+    }
     let exclude = user_passkeys(state, user.id())
         .await?
         .into_iter()

@@ -15,6 +15,7 @@ on_both_backends!(
     a_sign_count_that_goes_backwards_is_refused_as_a_possible_clone,
     an_admin_registers_a_key_the_user_cannot_rename,
     self_registration_off_refuses_users_but_not_admins,
+    a_workflow_limited_to_platform_authenticators_refuses_security_keys,
     removing_the_last_key_when_mfa_is_required_needs_confirmation,
     totp_enrolls_with_a_first_code_logs_in_and_never_accepts_a_code_twice,
     a_user_who_must_enroll_gets_an_enrollment_token_or_a_clear_refusal,
@@ -823,4 +824,30 @@ async fn changing_the_password_needs_a_fresh_factor_when_the_user_has_one(backen
     )
     .await;
     assert_eq!(again.json()["code"], "step_up_required");
+}
+
+async fn a_workflow_limited_to_platform_authenticators_refuses_security_keys(backend: Backend) {
+    let app = app(backend).await;
+    enable_webauthn(
+        &app,
+        json!({"reauthentication": {"enabled": true, "attachment": "platform", "user_verification": "required"}}),
+    )
+    .await;
+    user(&app, "ada").await;
+    let token = session(&app, "ada").await;
+    let path = "/api/v1/me/credentials/register/begin";
+    let refused = post(&app, path, Some(&token), json!({"kind": "security_key"})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert_eq!(
+        refused.json()["code"],
+        "authenticator_attachment_not_allowed"
+    );
+    let allowed = post(
+        &app,
+        path,
+        Some(&token),
+        json!({"kind": "device_authenticator"}),
+    )
+    .await;
+    assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
 }
