@@ -16,6 +16,7 @@ on_both_backends!(
     an_admin_registers_a_key_the_user_cannot_rename,
     self_registration_off_refuses_users_but_not_admins,
     a_workflow_limited_to_platform_authenticators_refuses_security_keys,
+    wrong_totp_codes_after_the_password_lock_the_account,
     removing_the_last_key_when_mfa_is_required_needs_confirmation,
     totp_enrolls_with_a_first_code_logs_in_and_never_accepts_a_code_twice,
     a_user_who_must_enroll_gets_an_enrollment_token_or_a_clear_refusal,
@@ -850,4 +851,73 @@ async fn a_workflow_limited_to_platform_authenticators_refuses_security_keys(bac
     )
     .await;
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text());
+}
+
+async fn wrong_totp_codes_after_the_password_lock_the_account(backend: Backend) {
+    let app = app(backend).await;
+    let lockout = app
+        .set_lockout(json!({"enabled": true, "max_failures": 3, "window_seconds": 900, "lock_seconds": null}))
+        .await;
+    assert_eq!(lockout.status, StatusCode::OK);
+    user(&app, "ada").await;
+    let token = session(&app, "ada").await;
+    let secret = post(&app, "/api/v1/me/totp", Some(&token), json!({}))
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = totp_code(&secret, now() - 30);
+    let confirmed = post(
+        &app,
+        "/api/v1/me/totp/confirm",
+        Some(&token),
+        json!({"code": first}),
+    )
+    .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    let right = totp_code(&secret, now());
+    let wrong = if right == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    let mfa = mfa_token(&app, "ada").await;
+    for _ in 0..3 {
+        let refused = post(
+            &app,
+            "/api/v1/login/mfa/totp",
+            None,
+            json!({"mfa_token": mfa, "code": wrong}),
+        )
+        .await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    }
+    let failures = events(&app, "user.mfa.failed").await;
+    assert_eq!(failures.len(), 3);
+    assert_eq!(
+        failures[0]["reason"], "refused",
+        "no detail outside debug mode"
+    );
+    assert_eq!(events(&app, "user.locked").await.len(), 1);
+    let late = post(
+        &app,
+        "/api/v1/login/mfa/totp",
+        None,
+        json!({"mfa_token": mfa, "code": right}),
+    )
+    .await;
+    assert_eq!(
+        late.status,
+        StatusCode::UNAUTHORIZED,
+        "a locked account gets no session"
+    );
+    let me = app
+        .request(Method::GET, "/api/v1/me", Some(&token), None, &[])
+        .await;
+    assert_eq!(
+        me.status,
+        StatusCode::UNAUTHORIZED,
+        "the lock ended the sessions"
+    );
 }

@@ -196,8 +196,9 @@ pub async fn webauthn_begin(
     ))
 }
 
-/// Records a refused factor when the tenant's debug mode asks for reasons, or always when the
-/// reason is a possible cloned authenticator.
+/// Records a refused factor (it counts towards the lockout). The detailed reason is recorded
+/// when the tenant's debug mode asks for it, or always for a possible cloned authenticator;
+/// otherwise the event says `refused`.
 async fn record_failure(
     state: &AppState,
     tenant: &Tenant,
@@ -208,23 +209,29 @@ async fn record_failure(
     ctx: &CommandContext,
 ) -> Result<(), ApiError> {
     tracing::info!(user_id = %user_id, ?method, ?reason, "second factor refused");
-    if !(tenant.webauthn_settings().debug || reason == MfaFailureReason::SignCountRegressed) {
-        return Ok(());
-    }
+    let detailed =
+        tenant.webauthn_settings().debug || reason == MfaFailureReason::SignCountRegressed;
     let command = UserCommand::RecordMfaFailure {
         attempt_id: Some(attempt_id),
         method,
-        reason,
+        reason: if detailed {
+            reason
+        } else {
+            MfaFailureReason::Refused
+        },
         credential_id: None,
+        lockout: tenant.lockout_policy().clone(),
+        lockout_version: tenant.lockout_policy_version(),
         at: ctx.now,
     };
-    state
+    let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), ctx, |_, _, _| {
             SideWrites::default()
         })
         .await
         .map_err(user_error)?;
+    crate::commands::end_sessions_if_needed(state, user_id, &executed.events).await?;
     Ok(())
 }
 

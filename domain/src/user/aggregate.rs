@@ -623,6 +623,8 @@ impl Aggregate for User {
                 method,
                 reason,
                 credential_id,
+                lockout,
+                lockout_version,
                 at,
             } => {
                 let failed = MfaFailed {
@@ -633,6 +635,10 @@ impl Aggregate for User {
                     at,
                 };
                 sink.write(UserEvent::MfaFailed(failed), self).await;
+                if attempt_id.is_some() && self.lock.is_none() {
+                    self.lock_if_too_many_failures(&lockout, lockout_version, at, sink)
+                        .await;
+                }
             }
             UserCommand::Unlock { at } => {
                 // Also lifts a timed lock that has run out but is not yet recorded as ended,
@@ -713,10 +719,21 @@ impl Aggregate for User {
                 self.failed_count = 0;
                 self.recent_failures.clear();
             }
-            // The password was right: failures stop counting, but nobody has logged in yet.
-            UserEvent::FirstFactorPassed(_) => {
-                self.failed_count = 0;
-                self.recent_failures.clear();
+            // The password was right, but nobody has logged in yet: failures keep counting
+            // until the second factor completes the login.
+            UserEvent::FirstFactorPassed(_) => {}
+            // A refused second factor within a login counts like a wrong password.
+            UserEvent::MfaFailed(MfaFailed {
+                attempt_id: Some(attempt_id),
+                at,
+                ..
+            }) => {
+                self.failed_count = self.failed_count.saturating_add(1);
+                if self.recent_failures.len() >= MAX_FAILURES_LIMIT as usize {
+                    self.recent_failures.pop_front();
+                }
+                self.recent_failures
+                    .push_back(CountedFailure { attempt_id, at });
             }
             // Folded by `SecondFactors::apply`.
             UserEvent::WebauthnRegistered(_)

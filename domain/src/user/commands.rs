@@ -161,11 +161,16 @@ pub enum UserCommand {
     },
     /// A refused ceremony whose reason is worth keeping (debug mode, or always for a possible
     /// cloned authenticator).
+    ///
+    /// A failure within a login (`attempt_id`) counts towards the lockout like a wrong
+    /// password, so that a stolen password cannot buy unlimited guesses at the second factor.
     RecordMfaFailure {
         attempt_id: Option<Uuid>,
         method: MfaMethod,
         reason: MfaFailureReason,
         credential_id: Option<CredentialId>,
+        lockout: LockoutPolicy,
+        lockout_version: u64,
         at: DateTime<Utc>,
     },
 }

@@ -195,6 +195,8 @@ pub enum MfaFailureReason {
     CeremonyRefused,
     TotpCodeWrong,
     TotpCodeReused,
+    /// The reason is withheld: the tenant's debug mode is off.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -660,3 +660,63 @@ fn a_reset_password_is_judged_by_the_policy_and_a_refusal_recorded() {
         })]
     ));
 }
+
+fn mfa_failure(seconds: i64) -> UserCommand {
+    UserCommand::RecordMfaFailure {
+        attempt_id: Some(attempt()),
+        method: MfaMethod::Totp,
+        reason: MfaFailureReason::Refused,
+        credential_id: None,
+        lockout: LockoutPolicy {
+            max_failures: 3,
+            ..LockoutPolicy::default()
+        },
+        lockout_version: 2,
+        at: at(seconds),
+    }
+}
+
+#[test]
+fn wrong_second_factors_after_a_right_password_count_towards_the_lockout() {
+    let failed = |seconds| {
+        UserEvent::MfaFailed(MfaFailed {
+            attempt_id: Some(attempt()),
+            method: MfaMethod::Totp,
+            reason: MfaFailureReason::Refused,
+            credential_id: None,
+            at: at(seconds),
+        })
+    };
+    let passed = UserEvent::FirstFactorPassed(FirstFactorPassed {
+        attempt_id: attempt(),
+        at: at(1),
+    });
+    // The right password in between does not reset the count: only a full login does.
+    let events = Given::with(())
+        .given(with([
+            totp_added(1),
+            passed.clone(),
+            failed(2),
+            passed,
+            failed(3),
+        ]))
+        .when(mfa_failure(4))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0], failed(4));
+    assert!(matches!(
+        &events[1],
+        UserEvent::Locked(AccountLocked {
+            policy_version: 2,
+            ..
+        })
+    ));
+    // Two failures are not three.
+    let events = Given::with(())
+        .given(with([totp_added(1), failed(2)]))
+        .when(mfa_failure(4))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events, vec![failed(4)]);
+}

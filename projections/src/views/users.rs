@@ -222,10 +222,13 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
             row.locked_until = None;
             row.failed_count = 0;
         }
-        UserEvent::FirstFactorPassed(_) => row.failed_count = 0,
+        UserEvent::MfaFailed(e) if e.attempt_id.is_some() => {
+            row.failed_count = row.failed_count.saturating_add(1);
+        }
         // Second factors have their own view (`mfa`); a login they complete is
         // `user.login.succeeded` above.
         UserEvent::LoginFailed(_)
+        | UserEvent::FirstFactorPassed(_)
         | UserEvent::PasswordRejected(_)
         | UserEvent::PasswordRehashed(_)
         | UserEvent::WebauthnRegistered(_)
