@@ -43,9 +43,22 @@ pub fn claim(tenant_id: Uuid, kind: &str, normalized: &str) -> ClaimKey {
     }
 }
 
+/// The claim that keeps a WebAuthn credential id unique across all users and tenants.
+pub const CREDENTIAL_CLAIM: &str = "webauthn_credential";
+pub const CREDENTIAL_CLAIM_SCOPE: &str = "*";
+
 pub fn user_error(e: ExecuteError<UserError>) -> ApiError {
     match e {
         ExecuteError::Domain(UserError::NotFound) => ApiError::NotFound("user"),
+        ExecuteError::Domain(UserError::CredentialNotFound) => ApiError::NotFound("credential"),
+        ExecuteError::Domain(e @ UserError::CredentialRegisteredByAdmin) => ApiError::Forbidden {
+            code: e.code(),
+            detail: e.to_string(),
+        },
+        ExecuteError::Domain(e @ UserError::LegacyRegistrationRefused) => ApiError::InvalidValue {
+            code: e.code(),
+            detail: e.to_string(),
+        },
         ExecuteError::Domain(UserError::PasswordRefused(reason)) => {
             ApiError::PasswordRejected(reason)
         }
@@ -60,12 +73,12 @@ pub fn user_error(e: ExecuteError<UserError>) -> ApiError {
 pub fn append_error<E: std::error::Error>(e: ExecuteError<E>) -> ApiError {
     match e {
         ExecuteError::Append(AppendError::ClaimTaken { key }) => ApiError::Conflict {
-            code: if key.kind == "email" {
-                "email_taken"
-            } else {
-                "username_taken"
+            code: match key.kind.as_str() {
+                "email" => "email_taken",
+                CREDENTIAL_CLAIM => "credential_already_registered",
+                _ => "username_taken",
             },
-            detail: format!("that {} is already taken", key.kind),
+            detail: format!("that {} is already taken", key.kind.replace('_', " ")),
         },
         ExecuteError::Append(AppendError::WrongExpectedVersion { .. }) => ApiError::Conflict {
             code: "concurrent_update",
@@ -145,6 +158,7 @@ pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<Secret
             e,
             UserEvent::PasswordSet(_)
                 | UserEvent::PasswordChanged(_)
+                | UserEvent::PasswordReset(_)
                 | UserEvent::PasswordRehashed(_)
         )
     });

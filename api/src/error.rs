@@ -37,6 +37,15 @@ pub enum ApiError {
     LoginFailed,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    #[error("{detail}")]
+    Forbidden { code: &'static str, detail: String },
+    /// A registration ceremony that did not verify, whatever the reason (logged).
+    #[error("the WebAuthn ceremony failed")]
+    CeremonyFailed,
+    /// A second factor that did not verify, whatever the reason (logged, and recorded in
+    /// debug mode).
+    #[error("second factor refused")]
+    MfaFailed,
     #[error("password rejected")]
     PasswordRejected(PasswordRejection),
     #[error("{detail}")]
@@ -89,6 +98,13 @@ impl ApiError {
             Self::Unauthorized => (S::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::LoginFailed => (S::UNAUTHORIZED, "login_failed", "Login failed"),
             Self::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
+            Self::Forbidden { code, .. } => (S::FORBIDDEN, code, "Forbidden"),
+            Self::CeremonyFailed => (
+                S::BAD_REQUEST,
+                "webauthn_ceremony_failed",
+                "WebAuthn ceremony failed",
+            ),
+            Self::MfaFailed => (S::UNAUTHORIZED, "mfa_failed", "Second factor refused"),
             Self::PasswordRejected(reason) => match reason {
                 PasswordRejection::ExternallyManaged => (
                     S::CONFLICT,
@@ -133,7 +149,11 @@ impl IntoResponse for ApiError {
                 None
             }
             // Byte-identical for every failed login: nothing varies.
-            Self::LoginFailed | Self::Unauthorized | Self::PasswordRejected(_) => None,
+            Self::LoginFailed
+            | Self::Unauthorized
+            | Self::PasswordRejected(_)
+            | Self::CeremonyFailed
+            | Self::MfaFailed => None,
             other => Some(other.to_string()),
         };
         let reason = match &self {

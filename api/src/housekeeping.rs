@@ -27,6 +27,10 @@ pub fn spawn_session_sweeper(
                 _ = tokio::time::sleep(SESSION_SWEEP_INTERVAL) => {}
                 _ = shutdown.changed() => return,
             }
+            // Expired challenges and MFA tokens are already refused; this keeps the table small.
+            if let Err(error) = state.ceremonies.delete_expired(state.clock.now()).await {
+                tracing::warn!(%error, "ceremony sweep failed");
+            }
             match sweep_expired_sessions(&state).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::debug!(deleted, "expired sessions deleted"),

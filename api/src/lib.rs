@@ -16,7 +16,9 @@ pub mod housekeeping;
 pub mod metrics;
 pub mod openapi;
 pub mod passwords;
+pub mod relying_party;
 pub mod routes;
+pub mod second_factors;
 pub mod signing;
 pub mod startup;
 pub mod state;
@@ -30,11 +32,14 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
-use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users, webhooks};
+use crate::routes::{
+    audit, auth, checkpoints, credentials, events, history, mfa, password_reset, portal, settings,
+    step_up, system, users, webauthn_settings, webhooks,
+};
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
 
@@ -104,12 +109,16 @@ pub fn app(state: AppState) -> Router {
         .route("/checkpoints/latest", get(checkpoints::latest_checkpoint))
         .route("/events", get(events::list_events))
         .route("/events/stream", get(events::stream_events))
-        .route("/users/{id}/timeline", get(history::timeline));
+        .route("/users/{id}/timeline", get(history::timeline))
+        .merge(second_factor_routes());
     Router::new()
         .nest("/api/v1", v1)
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(system::openapi))
+        .route("/portal/", get(portal::index))
+        .route("/portal/app.js", get(portal::script))
+        .route("/portal/portal.css", get(portal::style))
         .fallback(|| async { ApiError::RouteNotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(
@@ -118,6 +127,74 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// WebAuthn, TOTP and MFA (issue 3).
+fn second_factor_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/settings/webauthn",
+            get(webauthn_settings::get_webauthn).put(webauthn_settings::put_webauthn),
+        )
+        .route("/login/mfa/webauthn/begin", post(mfa::webauthn_begin))
+        .route("/login/mfa/webauthn/finish", post(mfa::webauthn_finish))
+        .route("/login/mfa/totp", post(mfa::totp_finish))
+        .route("/password-reset", post(password_reset::request_reset))
+        .route(
+            "/password-reset/webauthn/begin",
+            post(password_reset::webauthn_begin),
+        )
+        .route(
+            "/password-reset/complete",
+            post(password_reset::complete_reset),
+        )
+        .route("/login/passkey/begin", post(mfa::passkey_begin))
+        .route("/login/passkey/finish", post(mfa::passkey_finish))
+        .route("/login/enroll/begin", post(mfa::enroll_begin))
+        .route("/login/enroll/finish", post(mfa::enroll_finish))
+        .route("/me/credentials", get(credentials::my_credentials))
+        .route("/me/mfa", get(credentials::my_mfa))
+        .route(
+            "/me/credentials/register/begin",
+            post(credentials::my_register_begin),
+        )
+        .route(
+            "/me/credentials/register/finish",
+            post(credentials::my_register_finish),
+        )
+        .route(
+            "/me/credentials/{credential_id}",
+            patch(credentials::my_rename).delete(credentials::my_remove),
+        )
+        .route("/me/totp", post(mfa::totp_enroll).delete(mfa::totp_remove))
+        .route("/me/totp/confirm", post(mfa::totp_confirm))
+        .route("/me/step-up/webauthn/begin", post(step_up::webauthn_begin))
+        .route(
+            "/me/step-up/webauthn/finish",
+            post(step_up::webauthn_finish),
+        )
+        .route("/me/step-up/totp", post(step_up::totp_step_up))
+        .route(
+            "/users/{id}/credentials",
+            get(credentials::user_credentials),
+        )
+        .route("/users/{id}/mfa", get(credentials::user_mfa))
+        .route(
+            "/users/{id}/mfa-requirement",
+            put(credentials::set_user_requirement),
+        )
+        .route(
+            "/users/{id}/credentials/register/begin",
+            post(credentials::user_register_begin),
+        )
+        .route(
+            "/users/{id}/credentials/register/finish",
+            post(credentials::user_register_finish),
+        )
+        .route(
+            "/users/{id}/credentials/{credential_id}",
+            patch(credentials::user_rename).delete(credentials::user_remove),
+        )
 }
 
 async fn count_responses(State(state): State<AppState>, request: Request, next: Next) -> Response {

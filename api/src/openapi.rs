@@ -4,7 +4,10 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, auth, checkpoints, events, history, settings, system, users, webhooks};
+use crate::routes::{
+    audit, auth, checkpoints, credentials, events, history, mfa, password_reset, settings, step_up,
+    system, users, webauthn_settings, webhooks,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +31,18 @@ use crate::routes::{audit, auth, checkpoints, events, history, settings, system,
         events::list_events, events::stream_events,
         history::timeline,
         system::healthz, system::metrics,
+        webauthn_settings::get_webauthn, webauthn_settings::put_webauthn,
+        mfa::webauthn_begin, mfa::webauthn_finish, mfa::totp_finish, mfa::passkey_begin,
+        mfa::passkey_finish, mfa::enroll_begin,
+        mfa::enroll_finish, mfa::totp_enroll, mfa::totp_confirm, mfa::totp_remove,
+        credentials::my_credentials, credentials::my_mfa, credentials::my_register_begin,
+        credentials::my_register_finish, credentials::my_rename, credentials::my_remove,
+        credentials::user_credentials, credentials::user_mfa, credentials::set_user_requirement,
+        credentials::user_register_begin, credentials::user_register_finish,
+        credentials::user_rename, credentials::user_remove,
+        step_up::webauthn_begin, step_up::webauthn_finish, step_up::totp_step_up,
+        password_reset::request_reset, password_reset::webauthn_begin,
+        password_reset::complete_reset,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),
     modifiers(&BearerSchemes, &ProblemResponses)

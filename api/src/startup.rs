@@ -82,6 +82,8 @@ pub async fn start(
         webhooks: CommandExecutor::new(log.clone()),
         delivery,
         sessions: SessionStore::new(log.database().clone()),
+        ceremonies: keyledger_store::CeremonyStore::new(log.database().clone()),
+        outbox: keyledger_store::MailOutbox::new(log.database().clone()),
         log,
         passwords,
         progress,

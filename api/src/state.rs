@@ -10,7 +10,7 @@ use keyledger_domain::webhook::WebhookSubscription;
 use keyledger_projections::ViewProgress;
 use keyledger_projections::webhooks::Delivery;
 use keyledger_store::sessions::SessionStore;
-use keyledger_store::{CommandExecutor, Database, EventLog};
+use keyledger_store::{CeremonyStore, CommandExecutor, Database, EventLog};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -49,6 +49,10 @@ pub struct Services {
     /// subscription targets.
     pub delivery: Delivery,
     pub sessions: SessionStore,
+    /// WebAuthn challenges and MFA tokens in flight.
+    pub ceremonies: CeremonyStore,
+    /// Mail for the operator's mailer.
+    pub outbox: keyledger_store::MailOutbox,
     pub passwords: PasswordHasher,
     pub progress: ViewProgress,
     pub admin_token: AdminToken,

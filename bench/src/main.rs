@@ -11,6 +11,7 @@
 //! Results are markdown on stdout; progress goes to stderr.
 
 mod appends;
+mod assertions;
 mod audit;
 mod logins;
 mod memory;
@@ -50,6 +51,9 @@ enum What {
     /// `replay verify` events/s beside raw `read_all` and raw SHA-256; as-of latency for a
     /// user with 10k events.
     Audit(audit::Options),
+    /// WebAuthn login finishes/s through the real server's HTTP API, beside raw webauthn-rs
+    /// verifications.
+    Assertions(assertions::Options),
     /// Every benchmark above at its default size.
     All,
 }
@@ -85,12 +89,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         What::Memory(options) => memory::run(&options, places).await,
         What::Webhooks(options) => webhooks::run(&options, places).await,
         What::Audit(options) => audit::run(&options, places).await,
+        What::Assertions(options) => assertions::run(&options, places).await,
         What::All => {
             appends::run(&defaults()?, places).await?;
             rebuild::run(&defaults()?, places).await?;
             logins::run(&defaults()?, places).await?;
             audit::run(&defaults()?, places).await?;
             memory::run(&defaults()?, places).await?;
+            assertions::run(&defaults()?, places).await?;
             webhooks::run(&defaults()?, places).await
         }
     }
@@ -148,6 +154,7 @@ mod tests {
         defaults::<rebuild::Options>().unwrap();
         defaults::<logins::Options>().unwrap();
         defaults::<memory::Options>().unwrap();
+        defaults::<assertions::Options>().unwrap();
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! the catalog of stored events.
 
 pub mod lockout;
+pub mod mfa;
 pub mod password;
 pub mod tenant;
 pub mod user;

@@ -22,7 +22,12 @@ pub mod webhooks;
 pub use error::ProjectionError;
 pub use progress::ViewProgress;
 pub use runner::{Projection, spawn_all};
-pub use views::{AuditView, UsersView};
+pub use views::{AuditView, MfaView, UsersView};
 
 /// Names of every projection, in the order they are migrated and rebuilt.
-pub const PROJECTIONS: &[&str] = &[views::users::NAME, views::audit::NAME, webhooks::view::NAME];
+pub const PROJECTIONS: &[&str] = &[
+    views::users::NAME,
+    views::audit::NAME,
+    views::mfa::NAME,
+    webhooks::view::NAME,
+];

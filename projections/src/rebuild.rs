@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, Connection, Row};
 use crate::checkpoint::{self, to_i64, to_u64};
 use crate::error::ProjectionError;
 use crate::runner::{Projection, migrate_all};
-use crate::views::{AuditView, UsersView};
+use crate::views::{AuditView, MfaView, UsersView};
 use crate::webhooks::view::SubscriptionsView;
 
 /// Events folded per transaction into the fresh tables.
@@ -48,6 +48,7 @@ pub async fn rebuild(
         reached = match name {
             crate::views::users::NAME => swap_in(&UsersView, log, &mut progress).await?,
             crate::views::audit::NAME => swap_in(&AuditView, log, &mut progress).await?,
+            crate::views::mfa::NAME => swap_in(&MfaView, log, &mut progress).await?,
             crate::webhooks::view::NAME => swap_in(&SubscriptionsView, log, &mut progress).await?,
             other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
         };

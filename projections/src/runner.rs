@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::progress::ViewProgress;
-use crate::views::{AuditView, UsersView};
+use crate::views::{AuditView, MfaView, UsersView};
 use crate::webhooks::view::SubscriptionsView;
 
 /// Events folded per transaction.
@@ -68,6 +68,7 @@ pub async fn migrate_all(log: &EventLog) -> Result<(), ProjectionError> {
     checkpoint::migrate(&mut conn).await?;
     migrate_one(&UsersView, &mut conn).await?;
     migrate_one(&AuditView, &mut conn).await?;
+    migrate_one(&MfaView, &mut conn).await?;
     migrate_one(&SubscriptionsView, &mut conn).await?;
     crate::webhooks::state::migrate(&mut conn).await
 }
@@ -130,6 +131,12 @@ pub fn spawn_all(
         )),
         tokio::spawn(follow(
             AuditView,
+            log.clone(),
+            progress.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow(
+            MfaView,
             log.clone(),
             progress.clone(),
             shutdown.clone(),

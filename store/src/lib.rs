@@ -10,6 +10,7 @@
 //!
 //! Only this crate knows the log's SQL.
 
+pub mod ceremonies;
 pub mod chain;
 pub mod checkpoint;
 mod codec;
@@ -18,12 +19,15 @@ pub mod error;
 pub mod executor;
 pub mod log;
 pub mod model;
+pub mod outbox;
 pub mod sessions;
 pub mod testing;
 
+pub use ceremonies::{Ceremony, CeremonyStore};
 pub use database::{Backend, Database};
 pub use error::{AppendError, StoreError};
 pub use executor::{CommandContext, CommandExecutor, ExecuteError, Executed, SideWrites};
 pub use log::EventLog;
 pub use model::*;
+pub use outbox::{Mail, MailOutbox};
 pub use sessions::{Session, SessionStore};

@@ -154,6 +154,17 @@ impl EventLog {
     pub async fn secret(&self, owner: &StreamId, kind: &str) -> Result<Option<String>, StoreError> {
         sql::secret(self.inner.db.pool(), owner, kind).await
     }
+
+    /// Every secret of `owner` whose kind starts with `prefix`, as `(kind, value)` ordered by
+    /// kind. The prefix must not contain `%` or `_`.
+    pub async fn secrets_with_prefix(
+        &self,
+        owner: &StreamId,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        debug_assert!(!prefix.contains(['%', '_']));
+        sql::secrets_with_prefix(self.inner.db.pool(), owner, prefix).await
+    }
 }
 
 /// Raises the known head; never lowers it (a stale notification may arrive late).

@@ -1102,6 +1102,75 @@ fn canonical_bytes_start_with_the_layout_version_and_position() {
 
 // ---------------------------------------------------------------------------------------
 
+async fn a_ceremony_is_taken_once_and_not_after_it_expires(db_url: String) {
+    let log = open(&db_url).await;
+    let ceremonies = keyledger_store::CeremonyStore::new(log.database().clone());
+    let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+    let ceremony = keyledger_store::Ceremony {
+        purpose: "webauthn_assertion".into(),
+        tenant_id: Uuid::from_u128(1),
+        user_id: Some(Uuid::from_u128(2)),
+        state: "{}".into(),
+    };
+    let expires = now + chrono::Duration::seconds(60);
+    ceremonies.put("a", &ceremony, expires).await.unwrap();
+    ceremonies.put("b", &ceremony, expires).await.unwrap();
+    ceremonies.put("c", &ceremony, expires).await.unwrap();
+    // Another purpose does not see it; a peek leaves it in place.
+    assert_eq!(ceremonies.take("a", "other", now).await.unwrap(), None);
+    assert!(
+        ceremonies
+            .peek("a", "webauthn_assertion", now)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        ceremonies
+            .take("a", "webauthn_assertion", now)
+            .await
+            .unwrap(),
+        Some(ceremony.clone())
+    );
+    assert_eq!(
+        ceremonies
+            .take("a", "webauthn_assertion", now)
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired at exactly 60 seconds.
+    assert_eq!(
+        ceremonies
+            .take("b", "webauthn_assertion", expires)
+            .await
+            .unwrap(),
+        None
+    );
+    // Sixteen racing takes: exactly one wins.
+    let mut racers = Vec::new();
+    for _ in 0..16 {
+        let ceremonies = ceremonies.clone();
+        racers.push(tokio::spawn(async move {
+            ceremonies
+                .take("c", "webauthn_assertion", now)
+                .await
+                .unwrap()
+                .is_some()
+        }));
+    }
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(
+        ceremonies.delete_expired(expires).await.unwrap(),
+        1,
+        "b is swept"
+    );
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1136,6 +1205,7 @@ conformance!(
     sessions_expire_when_idle_or_old_and_can_be_revoked,
     reopening_the_database_keeps_everything,
     racing_commands_through_the_executor_are_all_recorded,
+    a_ceremony_is_taken_once_and_not_after_it_expires,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

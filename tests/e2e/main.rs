@@ -13,10 +13,13 @@ mod bad_input;
 mod crash;
 mod lockout;
 mod login;
+mod mfa_password_reset;
 mod replay;
 mod secrets;
 mod sessions;
 mod users;
+mod webauthn_browser;
+mod webauthn_mfa;
 mod webhooks;
 
 pub use keyledger_tests::{Backend, TestApp};

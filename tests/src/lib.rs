@@ -5,6 +5,8 @@
 // Test support: a failed set-up should stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod authenticators;
+pub mod browser;
 pub mod receiver;
 
 use std::process::Stdio;

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::Written;
+use super::mfa::{EnrollmentChallenge, MfaChallenge, second_step};
 use super::users::UserBody;
 use crate::commands::{
     PASSWORD_SECRET, Proposal, claim, context, context_words, end_sessions_if_needed,
@@ -37,6 +38,8 @@ pub struct LoginRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LoginResponse {
+    /// `authenticated`.
+    pub status: &'static str,
     /// Opaque bearer token; the server keeps only its hash.
     pub token: String,
     pub token_type: &'static str,
@@ -46,11 +49,22 @@ pub struct LoginResponse {
     pub position: Option<u64>,
 }
 
+/// A session, or the second step the login owes (`status` says which).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    Authenticated(LoginResponse),
+    MfaRequired(MfaChallenge),
+    MfaEnrollmentRequired(EnrollmentChallenge),
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     pub current_password: String,
     pub new_password: String,
+    /// Required when the user holds a second factor: from `/me/step-up/...`.
+    pub step_up_token: Option<String>,
 }
 
 /// The actor of a login attempt: the claimed user when known, the system otherwise.
@@ -68,13 +82,13 @@ fn attempt_actor(user_id: Option<Uuid>) -> Actor {
 }
 
 #[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
-    responses((status = 200, body = LoginResponse), (status = 400), (status = 401)),
+    responses((status = 200, body = LoginAnswer), (status = 400), (status = 401), (status = 403)),
     tag = "sessions")]
 pub async fn login(
     request: RequestContext,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<Json<LoginResponse>, ApiError> {
+) -> Result<Json<LoginAnswer>, ApiError> {
     let tenant_id = DEFAULT_TENANT_ID;
     let (identifier, kind, normalized) = match (&body.username, &body.email) {
         (Some(u), None) => (
@@ -167,6 +181,7 @@ pub async fn login(
         rehash: rehash.as_ref().map(|_| state.passwords.params()),
         lockout: tenant.lockout_policy().clone(),
         lockout_version: tenant.lockout_policy_version(),
+        tenant_mfa: tenant.webauthn_settings().mfa_requirement,
         at: ctx.now,
     };
     let executed = state
@@ -180,6 +195,17 @@ pub async fn login(
         .await
         .map_err(user_error)?;
     end_sessions_if_needed(&state, user_id, &executed.events).await?;
+    if executed
+        .events
+        .iter()
+        .any(|e| matches!(e, UserEvent::FirstFactorPassed(_)))
+    {
+        let next = second_step(&state, &tenant, &executed.aggregate, attempt_id, ctx.now).await?;
+        return Ok(Json(match next {
+            Ok(challenge) => LoginAnswer::MfaRequired(challenge),
+            Err(enrollment) => LoginAnswer::MfaEnrollmentRequired(enrollment),
+        }));
+    }
     let succeeded = executed
         .events
         .iter()
@@ -202,13 +228,14 @@ pub async fn login(
             state.config.session_absolute,
         )
         .await?;
-    Ok(Json(LoginResponse {
+    Ok(Json(LoginAnswer::Authenticated(LoginResponse {
+        status: "authenticated",
         token,
         token_type: "Bearer",
         user_id,
         expires_at: now + state.config.session_absolute,
         position: executed.appended.map(|a| a.last_position),
-    }))
+    })))
 }
 
 #[utoipa::path(post, path = "/api/v1/logout",
@@ -251,6 +278,10 @@ pub async fn change_password(
 ) -> Result<Json<Written>, ApiError> {
     let id = session.user_id.to_string();
     let (user, _) = state.users.load(&id).await.map_err(ApiError::internal)?;
+    if user.has_second_factor() {
+        super::step_up::require_step_up(&state, session.user_id, body.step_up_token.as_deref())
+            .await?;
+    }
     let tenant = tenant(&state, session.tenant_id).await?;
     let stored = state
         .log

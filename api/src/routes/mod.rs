@@ -3,11 +3,17 @@
 pub mod audit;
 pub mod auth;
 pub mod checkpoints;
+pub mod credentials;
 pub mod events;
 pub mod history;
+pub mod mfa;
+pub mod password_reset;
+pub mod portal;
 pub mod settings;
+pub mod step_up;
 pub mod system;
 pub mod users;
+pub mod webauthn_settings;
 pub mod webhooks;
 
 use serde::Serialize;

@@ -158,7 +158,7 @@ pub async fn put_password(
 }
 
 /// Runs a policy change on the tenant; changing to the current policy writes nothing.
-async fn change_policy(
+pub(crate) async fn change_policy(
     state: &AppState,
     admin: Admin,
     request: &RequestContext,
@@ -178,7 +178,7 @@ async fn change_policy(
         .map_err(settings_error)
 }
 
-fn settings_error(e: ExecuteError<TenantError>) -> ApiError {
+pub(crate) fn settings_error(e: ExecuteError<TenantError>) -> ApiError {
     match e {
         ExecuteError::Domain(TenantError::NotFound) => ApiError::NotFound("tenant"),
         ExecuteError::Domain(TenantError::InvalidLockoutPolicy(why)) => ApiError::InvalidSettings {

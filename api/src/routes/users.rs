@@ -6,8 +6,9 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use keyledger_domain::user::{User, UserCommand};
 use keyledger_domain::values::{DisplayName, Email, Username};
-use keyledger_projections::UsersView;
+use keyledger_projections::views::mfa::MfaRow;
 use keyledger_projections::views::users::{UserFilter, UserRow};
+use keyledger_projections::{MfaView, UsersView};
 use keyledger_store::{ClaimChange, SideWrites};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -42,6 +43,11 @@ pub struct UserBody {
     pub has_password: bool,
     pub created_at: DateTime<Utc>,
     pub last_login_at: Option<DateTime<Utc>>,
+    /// "MFA: WebAuthn": how many WebAuthn credentials the user holds.
+    pub mfa_webauthn: u32,
+    /// "MFA: User Requirement": `required`, `optional`, or null when the user follows the
+    /// tenant's requirement.
+    pub mfa_user_requirement: Option<String>,
 }
 
 impl UserBody {
@@ -60,7 +66,18 @@ impl UserBody {
             has_password: row.has_password,
             created_at: row.created_at,
             last_login_at: row.last_login_at,
+            mfa_webauthn: 0,
+            mfa_user_requirement: None,
         }
+    }
+
+    /// Adds the MFA columns from the MFA view (a user absent there has no second factor).
+    pub fn with_mfa(mut self, mfa: Option<&MfaRow>) -> Self {
+        if let Some(mfa) = mfa {
+            self.mfa_webauthn = mfa.webauthn_count();
+            self.mfa_user_requirement = mfa.requirement.clone();
+        }
+        self
     }
 
     pub fn from_user(user: &User, now: DateTime<Utc>) -> Self {
@@ -84,6 +101,14 @@ impl UserBody {
             has_password: user.has_password(),
             created_at: user.created_at().unwrap_or_default(),
             last_login_at: user.last_login_at(),
+            mfa_webauthn: u32::try_from(user.webauthn_credentials().count()).unwrap_or(u32::MAX),
+            mfa_user_requirement: user.mfa_requirement().map(|r| {
+                match r {
+                    keyledger_domain::mfa::MfaRequirement::Required => "required",
+                    keyledger_domain::mfa::MfaRequirement::Optional => "optional",
+                }
+                .to_owned()
+            }),
         }
     }
 }
@@ -133,6 +158,10 @@ pub struct ListQuery {
     pub locked: Option<bool>,
     /// Case-insensitive text in username, email or display name.
     pub q: Option<String>,
+    /// "MFA: WebAuthn": users with (true) or without (false) a WebAuthn credential.
+    pub mfa_webauthn: Option<bool>,
+    /// "MFA: User Requirement": `required`, `optional`, or `default` (follows the tenant).
+    pub mfa_requirement: Option<String>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<Uuid>,
     /// 1 to 200, default 50.
@@ -269,10 +298,19 @@ pub async fn list_users(
             "status must be active or suspended".into(),
         ));
     }
+    if let Some(requirement) = &query.mfa_requirement
+        && !["required", "optional", "default"].contains(&requirement.as_str())
+    {
+        return Err(ApiError::InvalidParameter(
+            "mfa_requirement must be required, optional or default".into(),
+        ));
+    }
     let now = state.clock.now();
     let filter = UserFilter {
         status: query.status,
         locked: query.locked,
+        mfa_webauthn: query.mfa_webauthn,
+        mfa_requirement: query.mfa_requirement,
         text: query.q.filter(|q| !q.trim().is_empty()),
         after: query.cursor,
         limit: limit + 1,
@@ -285,10 +323,15 @@ pub async fn list_users(
     } else {
         None
     };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.user_id).collect();
+    let mfa = MfaView::get_many(state.db(), &ids).await?;
     Ok(Json(UserPage {
         items: rows
             .into_iter()
-            .map(|r| UserBody::from_row(r, now))
+            .map(|r| {
+                let id = r.user_id;
+                UserBody::from_row(r, now).with_mfa(mfa.get(&id))
+            })
             .collect(),
         next_cursor,
     }))
@@ -319,7 +362,10 @@ pub async fn get_user(
     let row = UsersView::get(state.db(), DEFAULT_TENANT_ID, id)
         .await?
         .ok_or(ApiError::NotFound("user"))?;
-    Ok(Json(UserBody::from_row(row, state.clock.now())))
+    let mfa = MfaView::get_many(state.db(), &[id]).await?;
+    Ok(Json(
+        UserBody::from_row(row, state.clock.now()).with_mfa(mfa.get(&id)),
+    ))
 }
 
 #[utoipa::path(patch, path = "/api/v1/users/{id}", params(("id" = Uuid, Path, description = "The user id")), request_body = UpdateUser,

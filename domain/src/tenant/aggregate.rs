@@ -6,8 +6,12 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use super::commands::TenantCommand;
-use super::events::{LockoutPolicyChanged, PasswordPolicyChanged, TenantCreated, TenantEvent};
+use super::events::{
+    LockoutPolicyChanged, PasswordPolicyChanged, TenantCreated, TenantEvent,
+    WebauthnSettingsChanged,
+};
 use crate::lockout::{LockoutPolicy, LockoutPolicyError};
+use crate::mfa::{SettingsError, WebauthnSettings};
 use crate::password::{PasswordPolicy, PasswordRejection};
 use crate::values::{DisplayName, ValueError};
 
@@ -25,6 +29,9 @@ pub enum TenantError {
     /// Always holds [`PasswordRejection::InvalidPolicy`], whose `why` names the broken bound.
     #[error("invalid password policy")]
     InvalidPasswordPolicy(#[source] PasswordRejection),
+    /// The code of the inner error says what is wrong (relying party id, origin, name).
+    #[error("invalid WebAuthn settings: {0}")]
+    InvalidWebauthnSettings(#[source] SettingsError),
 }
 
 impl TenantError {
@@ -36,6 +43,7 @@ impl TenantError {
             Self::InvalidName(_) => "invalid_tenant_name",
             Self::InvalidLockoutPolicy(_) => "invalid_lockout_policy",
             Self::InvalidPasswordPolicy(_) => "invalid_password_policy",
+            Self::InvalidWebauthnSettings(e) => e.code(),
         }
     }
 }
@@ -52,6 +60,7 @@ pub struct Tenant {
     /// 0 while the built-in default applies; lock events name the version that decided them.
     lockout_policy_version: u64,
     password_policy: PasswordPolicy,
+    webauthn: WebauthnSettings,
 }
 
 impl Tenant {
@@ -82,6 +91,18 @@ impl Tenant {
 
     pub fn password_policy(&self) -> &PasswordPolicy {
         &self.password_policy
+    }
+
+    pub fn webauthn_settings(&self) -> &WebauthnSettings {
+        &self.webauthn
+    }
+
+    /// The relying party name shown by authenticators: the configured one or the tenant's.
+    pub fn relying_party_name(&self) -> &str {
+        self.webauthn
+            .relying_party_name
+            .as_deref()
+            .unwrap_or(&self.name)
     }
 
     fn require_exists(&self) -> Result<(), TenantError> {
@@ -154,6 +175,18 @@ impl Aggregate for Tenant {
                 }
                 Ok(())
             }
+            TenantCommand::ChangeWebauthnSettings { settings, at } => {
+                self.require_exists()?;
+                settings
+                    .validate()
+                    .map_err(TenantError::InvalidWebauthnSettings)?;
+                if settings != self.webauthn {
+                    let changed = WebauthnSettingsChanged { settings, at };
+                    sink.write(TenantEvent::WebauthnSettingsChanged(changed), self)
+                        .await;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -170,6 +203,9 @@ impl Aggregate for Tenant {
             }
             TenantEvent::PasswordPolicyChanged(e) => {
                 self.password_policy = e.policy;
+            }
+            TenantEvent::WebauthnSettingsChanged(e) => {
+                self.webauthn = e.settings;
             }
         }
     }
@@ -442,5 +478,91 @@ mod tests {
             let back: TenantEvent = serde_json::from_value(json).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    fn webauthn_for_example() -> WebauthnSettings {
+        use crate::mfa::{Origin, RelyingPartyId};
+        WebauthnSettings {
+            enabled: true,
+            relying_party_id: Some(RelyingPartyId::parse("example.com").unwrap()),
+            allowed_origins: vec![Origin::parse("https://auth.example.com").unwrap()],
+            self_registration: true,
+            ..WebauthnSettings::default()
+        }
+    }
+
+    #[test]
+    fn changing_webauthn_settings_records_them_whole() {
+        Given::with(())
+            .given(vec![created()])
+            .when(TenantCommand::ChangeWebauthnSettings {
+                settings: webauthn_for_example(),
+                at: at(1),
+            })
+            .then_expect_events(vec![TenantEvent::WebauthnSettingsChanged(
+                WebauthnSettingsChanged {
+                    settings: webauthn_for_example(),
+                    at: at(1),
+                },
+            )]);
+    }
+
+    #[test]
+    fn resending_the_same_webauthn_settings_records_nothing() {
+        let changed = TenantEvent::WebauthnSettingsChanged(WebauthnSettingsChanged {
+            settings: webauthn_for_example(),
+            at: at(1),
+        });
+        Given::with(())
+            .given(vec![created(), changed])
+            .when(TenantCommand::ChangeWebauthnSettings {
+                settings: webauthn_for_example(),
+                at: at(2),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_relying_party_id_that_does_not_fit_the_origins_is_refused_with_its_reason() {
+        use crate::mfa::RelyingPartyId;
+        let mut settings = webauthn_for_example();
+        settings.relying_party_id = Some(RelyingPartyId::parse("m.auth.example.com").unwrap());
+        let refused = Given::with(())
+            .given(vec![created()])
+            .when(TenantCommand::ChangeWebauthnSettings {
+                settings,
+                at: at(1),
+            })
+            .inspect_result()
+            .unwrap_err();
+        assert_eq!(refused.code(), "invalid_relying_party_id");
+        assert!(
+            refused.to_string().contains("neither the host"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn the_relying_party_name_defaults_to_the_tenant_name() {
+        let mut tenant = Tenant::default();
+        tenant.apply(created());
+        assert_eq!(tenant.relying_party_name(), "Acme");
+        let mut settings = webauthn_for_example();
+        settings.relying_party_name = Some("Acme Login".into());
+        tenant.apply(TenantEvent::WebauthnSettingsChanged(
+            WebauthnSettingsChanged {
+                settings,
+                at: at(1),
+            },
+        ));
+        assert_eq!(tenant.relying_party_name(), "Acme Login");
+        assert_eq!(
+            TenantEvent::WebauthnSettingsChanged(WebauthnSettingsChanged {
+                settings: webauthn_for_example(),
+                at: at(1)
+            })
+            .event_type(),
+            "tenant.webauthn_settings.changed"
+        );
     }
 }

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::lockout::LockoutPolicy;
+use crate::mfa::WebauthnSettings;
 use crate::password::PasswordPolicy;
 
 /// What can be asked of a tenant. `at` is the time the request arrived: the domain reads no clock.
@@ -20,6 +21,11 @@ pub enum TenantCommand {
     },
     ChangePasswordPolicy {
         policy: PasswordPolicy,
+        at: DateTime<Utc>,
+    },
+    /// Replaces the WebAuthn and MFA settings as a whole; validated before recording.
+    ChangeWebauthnSettings {
+        settings: WebauthnSettings,
         at: DateTime<Utc>,
     },
 }

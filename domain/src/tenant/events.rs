@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::lockout::LockoutPolicy;
+use crate::mfa::WebauthnSettings;
 use crate::password::PasswordPolicy;
 
 /// Everything that happens to a tenant. Type names are stable: never rename one once shipped.
@@ -15,6 +16,15 @@ pub enum TenantEvent {
     LockoutPolicyChanged(LockoutPolicyChanged),
     #[serde(rename = "tenant.password_policy.changed")]
     PasswordPolicyChanged(PasswordPolicyChanged),
+    #[serde(rename = "tenant.webauthn_settings.changed")]
+    WebauthnSettingsChanged(WebauthnSettingsChanged),
+}
+
+/// The whole new settings, so a reader never has to fold earlier changes to know them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WebauthnSettingsChanged {
+    pub settings: WebauthnSettings,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -45,6 +55,7 @@ impl cqrs_es::DomainEvent for TenantEvent {
             Self::Created(_) => "tenant.created",
             Self::LockoutPolicyChanged(_) => "tenant.lockout_policy.changed",
             Self::PasswordPolicyChanged(_) => "tenant.password_policy.changed",
+            Self::WebauthnSettingsChanged(_) => "tenant.webauthn_settings.changed",
         }
         .to_owned()
     }

@@ -6,4 +6,7 @@ mod events;
 
 pub use aggregate::{Tenant, TenantError};
 pub use commands::TenantCommand;
-pub use events::{LockoutPolicyChanged, PasswordPolicyChanged, TenantCreated, TenantEvent};
+pub use events::{
+    LockoutPolicyChanged, PasswordPolicyChanged, TenantCreated, TenantEvent,
+    WebauthnSettingsChanged,
+};

@@ -9,12 +9,15 @@ use uuid::Uuid;
 
 use super::commands::{ProposedPassword, UserCommand};
 use super::events::{
-    AccountLocked, AccountUnlocked, LockReason, LoginFailed, LoginFailureReason, LoginMethod,
-    LoginSucceeded, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
-    PasswordRejected, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
+    AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
+    LoginMethod, LoginSucceeded, MfaFailed, MfaRequirementChanged, PasswordChangeBy,
+    PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordReset,
+    PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
     UserReactivated, UserSuspended,
 };
+use super::second_factor::{SecondFactors, WebauthnCredential};
 use crate::lockout::{LockoutPolicy, MAX_FAILURES_LIMIT};
+use crate::mfa::MfaRequirement;
 use crate::password::{HashParams, PasswordPolicy, PasswordRejection};
 
 /// Login identifiers are recorded as typed, so a client could otherwise write megabytes into the
@@ -33,6 +36,24 @@ pub enum UserError {
     /// Only for the initial password at creation; later refusals are `user.password.rejected`.
     #[error("password refused")]
     PasswordRefused(#[source] PasswordRejection),
+    #[error("the user has no such credential")]
+    CredentialNotFound,
+    #[error("this credential is already registered for the user")]
+    CredentialAlreadyRegistered,
+    #[error("legacy (U2F) credentials can only be imported, and imports are legacy")]
+    LegacyRegistrationRefused,
+    #[error("an admin registered this key: only an admin can rename it")]
+    CredentialRegisteredByAdmin,
+    #[error(
+        "this is the user's last second factor and MFA is required: removing it locks them out of MFA; confirm to remove anyway"
+    )]
+    LastFactorRemovalUnconfirmed,
+    #[error("TOTP is already enrolled")]
+    TotpAlreadyEnrolled,
+    #[error("TOTP is not enrolled")]
+    TotpNotEnrolled,
+    #[error("the user holds a second factor: prove it to reset the password")]
+    SecondFactorRequired,
 }
 
 impl UserError {
@@ -42,6 +63,14 @@ impl UserError {
             Self::NotFound => "user_not_found",
             Self::AlreadyExists => "user_already_exists",
             Self::PasswordRefused(_) => "password_refused",
+            Self::CredentialNotFound => "credential_not_found",
+            Self::CredentialAlreadyRegistered => "credential_already_registered",
+            Self::LegacyRegistrationRefused => "legacy_registration_refused",
+            Self::CredentialRegisteredByAdmin => "credential_registered_by_admin",
+            Self::LastFactorRemovalUnconfirmed => "last_factor_removal_unconfirmed",
+            Self::TotpAlreadyEnrolled => "totp_already_enrolled",
+            Self::TotpNotEnrolled => "totp_not_enrolled",
+            Self::SecondFactorRequired => "second_factor_required",
         }
     }
 }
@@ -92,6 +121,7 @@ pub struct User {
     /// not grow the aggregate without bound.
     recent_failures: VecDeque<CountedFailure>,
     last_login_at: Option<DateTime<Utc>>,
+    pub(super) second_factors: SecondFactors,
 }
 
 impl User {
@@ -165,9 +195,33 @@ impl User {
         self.last_login_at
     }
 
-    /// Always false until second factors exist; it lowers the minimum password length then.
+    /// A WebAuthn credential or TOTP; it lowers the minimum password length.
     pub fn has_second_factor(&self) -> bool {
-        false
+        self.second_factors.any()
+    }
+
+    /// By credential id.
+    pub fn webauthn_credentials(&self) -> impl Iterator<Item = &WebauthnCredential> {
+        self.second_factors.credentials.values()
+    }
+
+    pub fn has_totp(&self) -> bool {
+        self.second_factors.totp.is_some()
+    }
+
+    /// The user's own requirement; `None` follows the tenant's.
+    pub fn mfa_requirement(&self) -> Option<MfaRequirement> {
+        self.second_factors.requirement
+    }
+
+    /// Whether a login must present a second factor (or enroll one).
+    pub fn mfa_owed(&self, tenant: MfaRequirement) -> bool {
+        self.has_second_factor()
+            || self.second_factors.effective_requirement(tenant) == MfaRequirement::Required
+    }
+
+    pub fn last_mfa_at(&self) -> Option<DateTime<Utc>> {
+        self.second_factors.last_used_at
     }
 
     fn require_exists(&self) -> Result<(), UserError> {
@@ -214,6 +268,11 @@ impl User {
                 }),
                 PasswordChangeBy::User => UserEvent::PasswordChanged(PasswordChanged {
                     hash: proposal.hash,
+                    at,
+                }),
+                PasswordChangeBy::Reset => UserEvent::PasswordReset(PasswordReset {
+                    hash: proposal.hash,
+                    second_factor_verified: self.has_second_factor(),
                     at,
                 }),
             },
@@ -410,6 +469,7 @@ impl Aggregate for User {
                 rehash,
                 lockout,
                 lockout_version,
+                tenant_mfa,
                 at,
             } => {
                 // A timed lock that has run out ends at its `until`, not at this attempt: the
@@ -453,12 +513,16 @@ impl Aggregate for User {
                         }
                     }
                     None => {
-                        let succeeded = LoginSucceeded {
-                            attempt_id,
-                            method: LoginMethod::Password,
-                            at,
+                        let passed = if self.mfa_owed(tenant_mfa) {
+                            UserEvent::FirstFactorPassed(FirstFactorPassed { attempt_id, at })
+                        } else {
+                            UserEvent::LoginSucceeded(LoginSucceeded {
+                                attempt_id,
+                                method: LoginMethod::Password,
+                                at,
+                            })
                         };
-                        sink.write(UserEvent::LoginSucceeded(succeeded), self).await;
+                        sink.write(passed, self).await;
                         if let Some(to) = rehash
                             && let Some(from) = self.password.clone()
                             && from != to
@@ -468,6 +532,112 @@ impl Aggregate for User {
                                 .await;
                         }
                     }
+                }
+            }
+            UserCommand::RegisterWebauthnCredential { credential, by, at } => {
+                self.register_credential(credential, by, false, at, sink)
+                    .await?;
+            }
+            UserCommand::ImportLegacyCredential { credential, by, at } => {
+                self.register_credential(credential, by, true, at, sink)
+                    .await?;
+            }
+            UserCommand::RenameWebauthnCredential {
+                credential_id,
+                label,
+                by,
+                at,
+            } => {
+                self.rename_credential(credential_id, label, by, at, sink)
+                    .await?;
+            }
+            UserCommand::RemoveWebauthnCredential {
+                credential_id,
+                by,
+                confirm_lockout,
+                tenant_mfa,
+                at,
+            } => {
+                self.remove_credential(credential_id, by, confirm_lockout, tenant_mfa, at, sink)
+                    .await?;
+            }
+            UserCommand::AddTotp { step, at } => self.add_totp(step, at, sink).await?,
+            UserCommand::RemoveTotp {
+                by,
+                confirm_lockout,
+                tenant_mfa,
+                at,
+            } => {
+                self.remove_totp(by, confirm_lockout, tenant_mfa, at, sink)
+                    .await?;
+            }
+            UserCommand::SetMfaRequirement { requirement, at } => {
+                if requirement != self.second_factors.requirement {
+                    let changed = MfaRequirementChanged { requirement, at };
+                    sink.write(UserEvent::MfaRequirementChanged(changed), self)
+                        .await;
+                }
+            }
+            UserCommand::UseSecondFactor { proof, login, at } => {
+                // A login completed by its second factor is refused like a password login
+                // when the account was suspended or locked in between.
+                let refusal = if self.suspended {
+                    Some(LoginFailureReason::Suspended)
+                } else if self.is_locked_at(at) {
+                    Some(LoginFailureReason::Locked)
+                } else {
+                    None
+                };
+                match (login, refusal) {
+                    (Some((attempt_id, _)), Some(reason)) => {
+                        let failed = LoginFailed {
+                            attempt_id,
+                            reason,
+                            identifier: recorded_identifier(&self.username),
+                            at,
+                        };
+                        sink.write(UserEvent::LoginFailed(failed), self).await;
+                    }
+                    _ => self.use_second_factor(proof, login, at, sink).await?,
+                }
+            }
+            UserCommand::RequestPasswordReset { expires_at, at } => {
+                let requested = PasswordResetRequested { expires_at, at };
+                sink.write(UserEvent::PasswordResetRequested(requested), self)
+                    .await;
+            }
+            UserCommand::ResetPassword {
+                proposal,
+                policy,
+                second_factor_ok,
+                at,
+            } => {
+                if self.has_second_factor() && !second_factor_ok {
+                    return Err(UserError::SecondFactorRequired);
+                }
+                self.decide_password(PasswordChangeBy::Reset, true, proposal, policy, at, sink)
+                    .await;
+            }
+            UserCommand::RecordMfaFailure {
+                attempt_id,
+                method,
+                reason,
+                credential_id,
+                lockout,
+                lockout_version,
+                at,
+            } => {
+                let failed = MfaFailed {
+                    attempt_id,
+                    method,
+                    reason,
+                    credential_id,
+                    at,
+                };
+                sink.write(UserEvent::MfaFailed(failed), self).await;
+                if attempt_id.is_some() && self.lock.is_none() {
+                    self.lock_if_too_many_failures(&lockout, lockout_version, at, sink)
+                        .await;
                 }
             }
             UserCommand::Unlock { at } => {
@@ -486,6 +656,7 @@ impl Aggregate for User {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        self.second_factors.apply(&event);
         match event {
             UserEvent::Created(e) => {
                 self.id = Some(e.user_id);
@@ -509,7 +680,8 @@ impl Aggregate for User {
             UserEvent::Suspended(_) => self.suspended = true,
             UserEvent::Reactivated(_) => self.suspended = false,
             UserEvent::PasswordSet(PasswordSet { hash, .. })
-            | UserEvent::PasswordChanged(PasswordChanged { hash, .. }) => {
+            | UserEvent::PasswordChanged(PasswordChanged { hash, .. })
+            | UserEvent::PasswordReset(PasswordReset { hash, .. }) => {
                 self.password = Some(hash);
             }
             UserEvent::PasswordRejected(_) => {}
@@ -547,6 +719,33 @@ impl Aggregate for User {
                 self.failed_count = 0;
                 self.recent_failures.clear();
             }
+            // The password was right, but nobody has logged in yet: failures keep counting
+            // until the second factor completes the login.
+            UserEvent::FirstFactorPassed(_) => {}
+            // A refused second factor within a login counts like a wrong password.
+            UserEvent::MfaFailed(MfaFailed {
+                attempt_id: Some(attempt_id),
+                at,
+                ..
+            }) => {
+                self.failed_count = self.failed_count.saturating_add(1);
+                if self.recent_failures.len() >= MAX_FAILURES_LIMIT as usize {
+                    self.recent_failures.pop_front();
+                }
+                self.recent_failures
+                    .push_back(CountedFailure { attempt_id, at });
+            }
+            // Folded by `SecondFactors::apply`.
+            UserEvent::WebauthnRegistered(_)
+            | UserEvent::WebauthnRenamed(_)
+            | UserEvent::WebauthnRemoved(_)
+            | UserEvent::WebauthnUsed(_)
+            | UserEvent::TotpAdded(_)
+            | UserEvent::TotpRemoved(_)
+            | UserEvent::TotpUsed(_)
+            | UserEvent::MfaRequirementChanged(_)
+            | UserEvent::MfaFailed(_)
+            | UserEvent::PasswordResetRequested(_) => {}
         }
     }
 }

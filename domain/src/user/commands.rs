@@ -2,8 +2,11 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::lockout::LockoutPolicy;
+use crate::mfa::{CredentialActor, CredentialId, CredentialLabel, MfaRequirement};
 use crate::password::{HashParams, PasswordFacts, PasswordPolicy};
 use crate::values::{DisplayName, Email, Username};
+
+use super::events::{LoginMethod, MfaFailureReason, MfaMethod, NewCredential};
 
 /// A new password as the aggregate sees it: the caller measured the plaintext
 /// ([`PasswordFacts::measure`]) and hashed it, keeping the hash beside the log. The aggregate
@@ -81,10 +84,106 @@ pub enum UserCommand {
         /// The tenant's lockout policy and its version, which a lock event names.
         lockout: LockoutPolicy,
         lockout_version: u64,
+        /// The tenant's MFA requirement; the user's own overrides it. A right password then
+        /// passes only the first factor when a second one is owed.
+        tenant_mfa: MfaRequirement,
         at: DateTime<Utc>,
     },
     /// An admin lifts a lock, timed or not.
     Unlock {
         at: DateTime<Utc>,
     },
+    /// A WebAuthn credential whose registration ceremony the caller verified. Legacy (U2F)
+    /// credentials cannot be registered, only imported.
+    RegisterWebauthnCredential {
+        credential: NewCredential,
+        by: CredentialActor,
+        at: DateTime<Utc>,
+    },
+    /// A U2F key brought over from another system, registered as kind `legacy`.
+    ImportLegacyCredential {
+        credential: NewCredential,
+        by: CredentialActor,
+        at: DateTime<Utc>,
+    },
+    RenameWebauthnCredential {
+        credential_id: CredentialId,
+        label: CredentialLabel,
+        by: CredentialActor,
+        at: DateTime<Utc>,
+    },
+    /// Removing the last factor of a user who must use MFA is refused unless confirmed.
+    RemoveWebauthnCredential {
+        credential_id: CredentialId,
+        by: CredentialActor,
+        confirm_lockout: bool,
+        tenant_mfa: MfaRequirement,
+        at: DateTime<Utc>,
+    },
+    /// TOTP becomes active with its first valid code (`step`), which can then never be used
+    /// again. The secret stays beside the log.
+    AddTotp {
+        step: u64,
+        at: DateTime<Utc>,
+    },
+    RemoveTotp {
+        by: CredentialActor,
+        confirm_lockout: bool,
+        tenant_mfa: MfaRequirement,
+        at: DateTime<Utc>,
+    },
+    /// `None` follows the tenant's requirement.
+    SetMfaRequirement {
+        requirement: Option<MfaRequirement>,
+        at: DateTime<Utc>,
+    },
+    /// A second factor the caller verified cryptographically (assertion signature, TOTP code);
+    /// the aggregate still refuses a sign count that went backwards or a TOTP step used
+    /// before. `login` names the login it completes, if it completes one.
+    UseSecondFactor {
+        proof: SecondFactorProof,
+        login: Option<(Uuid, LoginMethod)>,
+        at: DateTime<Utc>,
+    },
+    /// A reset token was made and queued for the user's email; it expires at `expires_at`.
+    RequestPasswordReset {
+        expires_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    /// Completes a reset whose token the caller took (single use). A user who holds a second
+    /// factor must have proved it (`second_factor_ok`); a refusal of the password itself is
+    /// recorded as `user.password.rejected` with `by: reset`.
+    ResetPassword {
+        proposal: ProposedPassword,
+        policy: PasswordPolicy,
+        second_factor_ok: bool,
+        at: DateTime<Utc>,
+    },
+    /// A refused ceremony whose reason is worth keeping (debug mode, or always for a possible
+    /// cloned authenticator).
+    ///
+    /// A failure within a login (`attempt_id`) counts towards the lockout like a wrong
+    /// password, so that a stolen password cannot buy unlimited guesses at the second factor.
+    RecordMfaFailure {
+        attempt_id: Option<Uuid>,
+        method: MfaMethod,
+        reason: MfaFailureReason,
+        credential_id: Option<CredentialId>,
+        lockout: LockoutPolicy,
+        lockout_version: u64,
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a verified second factor showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecondFactorProof {
+    Webauthn {
+        credential_id: CredentialId,
+        sign_count: u32,
+        user_verified: bool,
+        backed_up: bool,
+    },
+    /// The 30-second time step the accepted code belongs to.
+    Totp { step: u64 },
 }

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::mfa::{CredentialActor, CredentialId, CredentialKind, MfaRequirement};
 use crate::password::{HashParams, PasswordRejection};
 
 /// Everything that happens to a user. Type names are stable: never rename one once shipped.
@@ -38,6 +39,175 @@ pub enum UserEvent {
     Locked(AccountLocked),
     #[serde(rename = "user.unlocked")]
     Unlocked(AccountUnlocked),
+    /// The password was right and a second factor is owed: the login is not complete.
+    #[serde(rename = "user.login.first_factor_passed")]
+    FirstFactorPassed(FirstFactorPassed),
+    #[serde(rename = "user.webauthn.registered")]
+    WebauthnRegistered(WebauthnRegistered),
+    #[serde(rename = "user.webauthn.renamed")]
+    WebauthnRenamed(WebauthnRenamed),
+    #[serde(rename = "user.webauthn.removed")]
+    WebauthnRemoved(WebauthnRemoved),
+    #[serde(rename = "user.webauthn.used")]
+    WebauthnUsed(WebauthnUsed),
+    #[serde(rename = "user.totp.added")]
+    TotpAdded(TotpAdded),
+    #[serde(rename = "user.totp.removed")]
+    TotpRemoved(TotpRemoved),
+    #[serde(rename = "user.totp.used")]
+    TotpUsed(TotpUsed),
+    #[serde(rename = "user.mfa_requirement.changed")]
+    MfaRequirementChanged(MfaRequirementChanged),
+    #[serde(rename = "user.mfa.failed")]
+    MfaFailed(MfaFailed),
+    /// A reset token was sent (through the mail outbox); the token itself is never here.
+    #[serde(rename = "user.password_reset.requested")]
+    PasswordResetRequested(PasswordResetRequested),
+    #[serde(rename = "user.password.reset")]
+    PasswordReset(PasswordReset),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PasswordResetRequested {
+    /// When the token stops working (5 minutes after the request).
+    pub expires_at: DateTime<Utc>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PasswordReset {
+    pub hash: HashParams,
+    /// Whether the user proved a second factor (required when they hold one).
+    pub second_factor_verified: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FirstFactorPassed {
+    pub attempt_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+/// A credential as a verified registration ceremony produced it. The public key is not here:
+/// it stays beside the log with the ceremony library's own record of the credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct NewCredential {
+    pub credential_id: CredentialId,
+    pub label: String,
+    pub kind: CredentialKind,
+    /// The authenticator model (all zeros when the authenticator does not say).
+    pub aaguid: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authenticator_name: Option<String>,
+    /// As the browser reported them (`usb`, `nfc`, `ble`, `internal`, `hybrid`).
+    pub transports: Vec<String>,
+    pub user_verified: bool,
+    pub backup_eligible: bool,
+    pub backed_up: bool,
+    pub sign_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WebauthnRegistered {
+    #[serde(flatten)]
+    pub credential: NewCredential,
+    pub registered_by: CredentialActor,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WebauthnRenamed {
+    pub credential_id: CredentialId,
+    pub old_label: String,
+    pub new_label: String,
+    pub by: CredentialActor,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WebauthnRemoved {
+    pub credential_id: CredentialId,
+    pub label: String,
+    pub kind: CredentialKind,
+    pub by: CredentialActor,
+    /// The user must use MFA and this was their last factor: the remover confirmed anyway.
+    pub lockout_warning_overridden: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WebauthnUsed {
+    pub credential_id: CredentialId,
+    pub sign_count: u32,
+    pub user_verified: bool,
+    pub backed_up: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TotpAdded {
+    /// The time step of the first code, which activated it (never accepted again).
+    pub step: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TotpRemoved {
+    pub by: CredentialActor,
+    pub lockout_warning_overridden: bool,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TotpUsed {
+    pub step: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MfaRequirementChanged {
+    /// `None`: the user follows the tenant's requirement again.
+    pub requirement: Option<MfaRequirement>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaMethod {
+    Webauthn,
+    Totp,
+}
+
+/// Why a second factor was refused. The client always gets the same answer; this is for
+/// the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaFailureReason {
+    /// The sign count did not grow: possibly a cloned authenticator.
+    SignCountRegressed,
+    UnknownCredential,
+    ChallengeExpiredOrUsed,
+    WrongOrigin,
+    WrongRelyingParty,
+    UserVerificationMissing,
+    InvalidSignature,
+    /// Anything else the ceremony library refused.
+    CeremonyRefused,
+    TotpCodeWrong,
+    TotpCodeReused,
+    /// The reason is withheld: the tenant's debug mode is off.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MfaFailed {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_id: Option<Uuid>,
+    pub method: MfaMethod,
+    pub reason: MfaFailureReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_id: Option<CredentialId>,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -91,6 +261,8 @@ pub enum PasswordChangeBy {
     Admin,
     #[serde(rename = "self")]
     User,
+    /// The user, through a password reset token (and their second factor, if they have one).
+    Reset,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -117,6 +289,12 @@ pub struct PasswordManagementChanged {
 #[serde(rename_all = "snake_case")]
 pub enum LoginMethod {
     Password,
+    /// Password, then a WebAuthn assertion.
+    PasswordWebauthn,
+    /// Password, then a TOTP code.
+    PasswordTotp,
+    /// A discoverable credential alone (the bootstrap workflow).
+    Passkey,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -199,6 +377,18 @@ impl cqrs_es::DomainEvent for UserEvent {
             Self::LoginFailed(_) => "user.login.failed",
             Self::Locked(_) => "user.locked",
             Self::Unlocked(_) => "user.unlocked",
+            Self::FirstFactorPassed(_) => "user.login.first_factor_passed",
+            Self::WebauthnRegistered(_) => "user.webauthn.registered",
+            Self::WebauthnRenamed(_) => "user.webauthn.renamed",
+            Self::WebauthnRemoved(_) => "user.webauthn.removed",
+            Self::WebauthnUsed(_) => "user.webauthn.used",
+            Self::TotpAdded(_) => "user.totp.added",
+            Self::TotpRemoved(_) => "user.totp.removed",
+            Self::TotpUsed(_) => "user.totp.used",
+            Self::MfaRequirementChanged(_) => "user.mfa_requirement.changed",
+            Self::MfaFailed(_) => "user.mfa.failed",
+            Self::PasswordResetRequested(_) => "user.password_reset.requested",
+            Self::PasswordReset(_) => "user.password.reset",
         }
         .to_owned()
     }

@@ -4,16 +4,22 @@
 mod aggregate;
 mod commands;
 mod events;
+mod second_factor;
 pub mod unknown_login;
 
+#[cfg(test)]
+mod second_factor_tests;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{LockState, MAX_IDENTIFIER_CODE_POINTS, User, UserError};
-pub use commands::{ProposedPassword, UserCommand};
+pub use commands::{ProposedPassword, SecondFactorProof, UserCommand};
 pub use events::{
-    AccountLocked, AccountUnlocked, LockReason, LoginFailed, LoginFailureReason, LoginMethod,
-    LoginSucceeded, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
-    PasswordRejected, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
-    UserReactivated, UserSuspended,
+    AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
+    LoginMethod, LoginSucceeded, MfaFailed, MfaFailureReason, MfaMethod, MfaRequirementChanged,
+    NewCredential, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
+    PasswordRejected, PasswordReset, PasswordResetRequested, PasswordSet, ProfileUpdated,
+    TotpAdded, TotpRemoved, TotpUsed, UnlockedBy, UserCreated, UserEvent, UserReactivated,
+    UserSuspended, WebauthnRegistered, WebauthnRemoved, WebauthnRenamed, WebauthnUsed,
 };
+pub use second_factor::{SecondFactors, TotpState, WebauthnCredential};

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::*;
 use crate::lockout::LockoutPolicy;
+use crate::mfa::MfaRequirement;
 use crate::password::{HashParams, PasswordFacts, PasswordPolicy, PasswordRejection};
 use crate::values::{DisplayName, Email, Username};
 
@@ -94,6 +95,7 @@ fn login_under(
         rehash: None,
         lockout,
         lockout_version,
+        tenant_mfa: MfaRequirement::Optional,
         at: at(seconds),
     }
 }
@@ -562,6 +564,7 @@ fn the_identifier_is_recorded_trimmed_and_bounded() {
             rehash: None,
             lockout: LockoutPolicy::default(),
             lockout_version: 0,
+            tenant_mfa: MfaRequirement::Optional,
             at: at(1),
         })
         .inspect_result()
@@ -800,6 +803,7 @@ fn a_login_with_newer_hash_parameters_records_the_rehash() {
             rehash: Some(argon2id(65_536)),
             lockout: LockoutPolicy::default(),
             lockout_version: 0,
+            tenant_mfa: MfaRequirement::Optional,
             at: at(1),
         })
         .then_expect_events(vec![
@@ -823,6 +827,7 @@ fn a_rehash_with_the_same_parameters_records_nothing_more() {
             rehash: Some(current_params()),
             lockout: LockoutPolicy::default(),
             lockout_version: 0,
+            tenant_mfa: MfaRequirement::Optional,
             at: at(1),
         })
         .then_expect_events(vec![succeeded(1, 1)]);
@@ -839,6 +844,7 @@ fn a_failed_login_never_records_a_rehash() {
             rehash: Some(argon2id(65_536)),
             lockout: LockoutPolicy::default(),
             lockout_version: 0,
+            tenant_mfa: MfaRequirement::Optional,
             at: at(1),
         })
         .then_expect_events(vec![bad_password(1, 1)]);

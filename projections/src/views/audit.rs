@@ -134,7 +134,9 @@ fn outcome_of(event: &RecordedEvent) -> (Option<&'static str>, Option<String>, O
             text(&payload["identifier"]),
         ),
         "user.password.rejected" => (Some("failure"), text(&payload["reason"]["code"]), None),
-        "user.password.set" | "user.password.changed" => (Some("success"), None, None),
+        "user.password.set" | "user.password.changed" | "user.password.reset" => {
+            (Some("success"), None, None)
+        }
         "user.locked" => (None, text(&payload["reason"]), None),
         "user.unlocked" => (None, text(&payload["by"]), None),
         _ => (None, None, None),

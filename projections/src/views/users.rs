@@ -50,6 +50,10 @@ pub struct UserFilter {
     pub locked: Option<bool>,
     /// Case-insensitive substring of username, email or display name.
     pub text: Option<String>,
+    /// "MFA: WebAuthn": whether the user holds at least one WebAuthn credential.
+    pub mfa_webauthn: Option<bool>,
+    /// "MFA: User Requirement": `required`, `optional`, or `default` (follows the tenant).
+    pub mfa_requirement: Option<String>,
     /// Cursor: users after this id (ids are UUIDv7, so this is creation order).
     pub after: Option<Uuid>,
     pub limit: u32,
@@ -103,6 +107,11 @@ impl UsersView {
                 "(username_lower LIKE ? OR email_lower LIKE ? OR display_name_lower LIKE ?)",
                 std::iter::repeat_n(pattern, 3).map(Param::Text),
             );
+        }
+        for (condition, params) in
+            super::MfaView::filter(filter.mfa_webauthn, filter.mfa_requirement.as_deref())
+        {
+            select.and(&condition, params.into_iter().map(Param::Text));
         }
         if let Some(after) = filter.after {
             select.and("user_id > ?", [Param::Text(after.to_string())]);
@@ -191,7 +200,9 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
         }
         UserEvent::Suspended(_) => row.status = "suspended".into(),
         UserEvent::Reactivated(_) => row.status = "active".into(),
-        UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) => row.has_password = true,
+        UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) | UserEvent::PasswordReset(_) => {
+            row.has_password = true;
+        }
         UserEvent::PasswordManagementChanged(e) => {
             row.password_externally_managed = e.externally_managed;
         }
@@ -211,9 +222,25 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
             row.locked_until = None;
             row.failed_count = 0;
         }
+        UserEvent::MfaFailed(e) if e.attempt_id.is_some() => {
+            row.failed_count = row.failed_count.saturating_add(1);
+        }
+        // Second factors have their own view (`mfa`); a login they complete is
+        // `user.login.succeeded` above.
         UserEvent::LoginFailed(_)
+        | UserEvent::FirstFactorPassed(_)
         | UserEvent::PasswordRejected(_)
-        | UserEvent::PasswordRehashed(_) => {}
+        | UserEvent::PasswordRehashed(_)
+        | UserEvent::WebauthnRegistered(_)
+        | UserEvent::WebauthnRenamed(_)
+        | UserEvent::WebauthnRemoved(_)
+        | UserEvent::WebauthnUsed(_)
+        | UserEvent::TotpAdded(_)
+        | UserEvent::TotpRemoved(_)
+        | UserEvent::TotpUsed(_)
+        | UserEvent::MfaRequirementChanged(_)
+        | UserEvent::MfaFailed(_)
+        | UserEvent::PasswordResetRequested(_) => {}
     }
 }
 

@@ -62,6 +62,8 @@ const SQLITE: &[&str] = &[
         revoked_at INTEGER
     )",
     "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    CEREMONIES,
+    MAIL_OUTBOX,
 ];
 
 const POSTGRES: &[&str] = &[
@@ -114,7 +116,32 @@ const POSTGRES: &[&str] = &[
         revoked_at BIGINT
     )",
     "CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id)",
+    CEREMONIES,
+    MAIL_OUTBOX,
 ];
+
+/// Short-lived ceremony state (WebAuthn challenges, MFA and enrollment tokens): the same on
+/// both backends.
+const CEREMONIES: &str = "CREATE TABLE IF NOT EXISTS ceremonies (
+        id TEXT PRIMARY KEY,
+        purpose TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT,
+        state TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )";
+
+/// Mail for an operator's mailer (password reset links).
+const MAIL_OUTBOX: &str = "CREATE TABLE IF NOT EXISTS mail_outbox (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        sent_at BIGINT
+    )";
 
 /// Serialises concurrent migrations from several nodes: PostgreSQL's `IF NOT EXISTS` is not
 /// safe against a concurrent `CREATE` of the same table. The number is arbitrary but fixed.

@@ -209,6 +209,26 @@ pub(super) async fn secret(
     Ok(row.map(|row| row.try_get("value")).transpose()?)
 }
 
+/// The secrets of `owner` whose kind starts with `prefix` (which holds no LIKE wildcard).
+pub(super) async fn secrets_with_prefix(
+    pool: &AnyPool,
+    owner: &StreamId,
+    prefix: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, value FROM secrets WHERE owner_kind = $1 AND owner_id = $2 \
+         AND kind LIKE $3 ORDER BY kind",
+    )
+    .bind(&owner.kind)
+    .bind(&owner.id)
+    .bind(format!("{prefix}%"))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("kind")?, row.try_get("value")?)))
+        .collect()
+}
+
 /// The first statement of every append transaction. On PostgreSQL the row lock it takes is
 /// held until commit, so appenders on every node take turns and positions become visible in
 /// order; on SQLite it makes sure the transaction holds the write lock before it reads.
