@@ -29,7 +29,9 @@ pub const LABEL_MAX_CODE_POINTS: usize = 64;
 
 /// A credential id as the browser shows it: unpadded base64url of 16 to 1023 bytes. Never
 /// edited once registered.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct CredentialId(String);
 
@@ -110,7 +112,19 @@ impl From<CredentialLabel> for String {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CredentialKind {
     /// A roaming (cross-platform) authenticator: a USB, NFC or BLE key.

@@ -32,7 +32,9 @@ pub const MAX_ORIGINS: usize = 32;
 
 /// A web origin a ceremony may come from: `https://host[:port]`, or `http://localhost[:port]`
 /// (browsers treat localhost as a secure context). No path, query or credentials.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Origin {
     text: String,
@@ -174,7 +176,9 @@ impl From<RelyingPartyId> for String {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Attachment {
     #[default]
@@ -183,7 +187,9 @@ pub enum Attachment {
     CrossPlatform,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UserVerification {
     #[default]
@@ -194,14 +200,18 @@ pub enum UserVerification {
 
 /// One WebAuthn workflow: bootstrap (passwordless first factor) or reauthentication (second
 /// factor after the password, and step-up).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Workflow {
     pub enabled: bool,
     pub attachment: Attachment,
     pub user_verification: UserVerification,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MfaRequirement {
     Required,
