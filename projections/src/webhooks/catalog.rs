@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use keyledger_domain::tenant::TenantEvent;
 use keyledger_domain::user::UserEvent;
 use keyledger_domain::webhook::WebhookSubscriptionEvent;
+use serde::de::Error as _;
 use serde_json::{Value, json};
 
 use super::payload::PAYLOAD_VERSION;
@@ -24,9 +25,61 @@ fn event_enums() -> Vec<Value> {
     .collect()
 }
 
+/// The log's own events, written by the server rather than decided by an aggregate: their
+/// payloads are JSON the server builds, described here by hand.
+fn log_events() -> Vec<(&'static str, &'static str, Value)> {
+    let hex = |bytes: usize| json!({ "type": "string", "pattern": format!("^[0-9a-f]{{{}}}$", bytes * 2) });
+    let time = json!({ "type": "string", "format": "date-time" });
+    vec![
+        (
+            "log.checkpoint.signed",
+            "The server signed the chain head (see docs/log-format.md for the signed bytes).",
+            json!({
+                "type": "object",
+                "properties": {
+                    "position": { "type": "integer", "minimum": 0 },
+                    "hash": hex(32),
+                    "signed_at": time,
+                    "public_key": hex(32),
+                    "signature": hex(64)
+                },
+                "required": ["position", "hash", "signed_at", "public_key", "signature"]
+            }),
+        ),
+        (
+            "log.signing_key.rotated",
+            "The server signs checkpoints with a key the log did not name before.",
+            json!({
+                "type": "object",
+                "properties": {
+                    "public_key": hex(32),
+                    "previous_public_key": { "anyOf": [hex(32), { "type": "null" }] },
+                    "at": time
+                },
+                "required": ["public_key", "at"]
+            }),
+        ),
+        (
+            "system.admin_token.generated",
+            "An admin token was generated at a first start (only its hash is kept).",
+            json!({
+                "type": "object",
+                "properties": { "at": time },
+                "required": ["at"]
+            }),
+        ),
+    ]
+}
+
 /// The webhook body's JSON Schema for every event type, by type name.
 pub fn schemas() -> BTreeMap<String, Value> {
     let mut catalog = BTreeMap::new();
+    for (name, description, data) in log_events() {
+        catalog.insert(
+            name.to_owned(),
+            body_schema(name, Some(&Value::from(description)), data),
+        );
+    }
     for enum_schema in event_enums() {
         let defs = enum_schema.get("$defs").cloned().unwrap_or(json!({}));
         let variants = enum_schema["oneOf"].as_array().cloned().unwrap_or_default();
@@ -154,7 +207,24 @@ pub fn parse_example(example: &Value) -> Result<String, String> {
         Some("webhook") => {
             serde_json::from_value::<WebhookSubscriptionEvent>(example.clone()).map(|_| ())
         }
-        _ => return Err(format!("{name}: not a domain event")),
+        // The log's own events have no Rust type to parse into; their examples must at least
+        // carry every field their schema requires.
+        Some("log") | Some("system") => {
+            let Some((_, _, schema)) = log_events().into_iter().find(|(n, _, _)| *n == name) else {
+                return Err(format!("{name}: no such event"));
+            };
+            let required = schema["required"].as_array().cloned().unwrap_or_default();
+            match required
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|field| example["data"].get(field).is_none())
+            {
+                Some(field) => Err(format!("{name}: missing field `{field}`")),
+                None => Ok(()),
+            }
+            .map_err(serde_json::Error::custom)
+        }
+        _ => return Err(format!("{name}: not an event of the catalog")),
     };
     parsed
         .map(|()| name.clone())
