@@ -299,6 +299,19 @@ async fn execute(
         .map_err(subscription_error)
 }
 
+/// Runs a command that needs nothing but the time, as the admin, and answers its position.
+async fn run_admin(
+    state: &AppState,
+    admin: Admin,
+    request: &RequestContext,
+    id: Uuid,
+    command: impl FnOnce(DateTime<Utc>) -> WebhookSubscriptionCommand,
+) -> Result<Json<Written>, ApiError> {
+    let ctx = context(state, DEFAULT_TENANT_ID, request, admin.actor);
+    let executed = execute(state, id, command(ctx.now), &ctx, None).await?;
+    Ok(written(&executed))
+}
+
 fn written(executed: &Executed<WebhookSubscription>) -> Json<Written> {
     Json(Written {
         position: executed.appended.map(|a| a.last_position),
@@ -437,9 +450,10 @@ pub async fn delete_subscription(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Written>, ApiError> {
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let command = WebhookSubscriptionCommand::Delete { at: ctx.now };
-    Ok(written(&execute(&state, id, command, &ctx, None).await?))
+    run_admin(&state, admin, &request, id, |at| {
+        WebhookSubscriptionCommand::Delete { at }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/disable",
@@ -452,13 +466,14 @@ pub async fn disable_subscription(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Written>, ApiError> {
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let command = WebhookSubscriptionCommand::Disable {
-        reason: DisableReason::Admin,
-        detail: None,
-        at: ctx.now,
-    };
-    Ok(written(&execute(&state, id, command, &ctx, None).await?))
+    run_admin(&state, admin, &request, id, |at| {
+        WebhookSubscriptionCommand::Disable {
+            reason: DisableReason::Admin,
+            detail: None,
+            at,
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/enable",
@@ -471,9 +486,10 @@ pub async fn enable_subscription(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Written>, ApiError> {
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let command = WebhookSubscriptionCommand::Enable { at: ctx.now };
-    Ok(written(&execute(&state, id, command, &ctx, None).await?))
+    run_admin(&state, admin, &request, id, |at| {
+        WebhookSubscriptionCommand::Enable { at }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", request_body = RotateSecret,
@@ -533,13 +549,15 @@ pub async fn resync_subscription(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Resync>,
 ) -> Result<Json<Written>, ApiError> {
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let command = WebhookSubscriptionCommand::Resync {
-        after_position: body.after_position,
-        head: head(&state).await?,
-        at: ctx.now,
-    };
-    Ok(written(&execute(&state, id, command, &ctx, None).await?))
+    let head = head(&state).await?;
+    run_admin(&state, admin, &request, id, |at| {
+        WebhookSubscriptionCommand::Resync {
+            after_position: body.after_position,
+            head,
+            at,
+        }
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/redeliver", request_body = Redeliver,
@@ -553,14 +571,16 @@ pub async fn redeliver(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Redeliver>,
 ) -> Result<(StatusCode, Json<Written>), ApiError> {
-    let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
-    let command = WebhookSubscriptionCommand::RequestRedelivery {
-        event_position: body.position,
-        head: head(&state).await?,
-        at: ctx.now,
-    };
-    let executed = execute(&state, id, command, &ctx, None).await?;
-    Ok((StatusCode::ACCEPTED, written(&executed)))
+    let head = head(&state).await?;
+    let written = run_admin(&state, admin, &request, id, |at| {
+        WebhookSubscriptionCommand::RequestRedelivery {
+            event_position: body.position,
+            head,
+            at,
+        }
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, written))
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/ping",
