@@ -95,6 +95,7 @@ pub async fn compare(
         found.push(match name {
             crate::views::users::NAME => compare_one(&UsersView, log, &mut progress).await?,
             crate::views::audit::NAME => compare_one(&AuditView, log, &mut progress).await?,
+            crate::views::mfa::NAME => compare_one(&MfaView, log, &mut progress).await?,
             crate::webhooks::view::NAME => {
                 compare_one(&SubscriptionsView, log, &mut progress).await?
             }

@@ -188,6 +188,10 @@ impl Projection for MfaView {
         NAME
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["mfa_view"]
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS mfa_view (\
