@@ -50,6 +50,7 @@ pub const CREDENTIAL_CLAIM_SCOPE: &str = "*";
 pub fn user_error(e: ExecuteError<UserError>) -> ApiError {
     match e {
         ExecuteError::Domain(UserError::NotFound) => ApiError::NotFound("user"),
+        ExecuteError::Domain(UserError::Erased) => ApiError::user_erased(),
         ExecuteError::Domain(UserError::CredentialNotFound) => ApiError::NotFound("credential"),
         ExecuteError::Domain(e @ UserError::CredentialRegisteredByAdmin) => ApiError::Forbidden {
             code: e.code(),
@@ -88,6 +89,7 @@ pub fn append_error<E: std::error::Error>(e: ExecuteError<E>) -> ApiError {
             code: "idempotency_conflict",
             detail: "an event with this id exists with another body".into(),
         },
+        ExecuteError::Append(AppendError::SubjectErased { .. }) => ApiError::user_erased(),
         ExecuteError::Append(AppendError::Store(e)) => ApiError::internal(e),
         ExecuteError::Decode { .. } | ExecuteError::Domain(_) => ApiError::internal(e),
     }

@@ -39,6 +39,9 @@ pub enum ApiError {
     Conflict { code: &'static str, detail: String },
     #[error("{detail}")]
     Forbidden { code: &'static str, detail: String },
+    /// The resource existed and is gone for good (an erased user).
+    #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
     /// A registration ceremony that did not verify, whatever the reason (logged).
     #[error("the WebAuthn ceremony failed")]
     CeremonyFailed,
@@ -99,6 +102,7 @@ impl ApiError {
             Self::LoginFailed => (S::UNAUTHORIZED, "login_failed", "Login failed"),
             Self::Conflict { code, .. } => (S::CONFLICT, code, "Conflict"),
             Self::Forbidden { code, .. } => (S::FORBIDDEN, code, "Forbidden"),
+            Self::Gone { code, .. } => (S::GONE, code, "Gone"),
             Self::CeremonyFailed => (
                 S::BAD_REQUEST,
                 "webauthn_ceremony_failed",
@@ -131,6 +135,14 @@ impl ApiError {
                 "Views are catching up",
             ),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal_error", "Internal error"),
+        }
+    }
+
+    /// Every command on an erased user answers this.
+    pub fn user_erased() -> Self {
+        Self::Gone {
+            code: "user_erased",
+            detail: "the user was erased".into(),
         }
     }
 

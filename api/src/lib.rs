@@ -37,7 +37,8 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, checkpoints, credentials, events, history, mfa, password_reset, portal, settings,
+    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, portal,
+    settings,
     step_up, system, users, webauthn_settings, webhooks,
 };
 pub use crate::startup::{ServerOptions, StartupError, start};
@@ -54,6 +55,7 @@ pub fn app(state: AppState) -> Router {
             get(users::get_user).patch(users::update_user),
         )
         .route("/users/{id}/suspend", post(users::suspend_user))
+        .route("/users/{id}/erase", post(erasure::erase_user))
         .route("/users/{id}/reactivate", post(users::reactivate_user))
         .route("/users/{id}/unlock", post(users::unlock_user))
         .route("/users/{id}/password", put(users::set_password))

@@ -5,7 +5,7 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, auth, checkpoints, credentials, events, history, mfa, password_reset, settings, step_up,
+    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, settings, step_up,
     system, users, webauthn_settings, webhooks,
 };
 
@@ -15,7 +15,7 @@ use crate::routes::{
     paths(
         users::create_user, users::list_users, users::get_user, users::update_user,
         users::suspend_user, users::reactivate_user, users::unlock_user, users::set_password,
-        users::set_password_management,
+        users::set_password_management, erasure::erase_user,
         auth::login, auth::logout, auth::me, auth::change_password,
         settings::get_lockout, settings::put_lockout, settings::get_password,
         settings::put_password,

@@ -74,9 +74,10 @@ pub async fn user_as_of(log: &EventLog, user_id: Uuid, point: AsOf) -> Result<Us
         }
         AsOf::Time(at) => (head, at),
     };
-    let events = log
+    let stored = log
         .read_stream(&StreamId::new("user", user_id.to_string()))
         .await?;
+    let events = log.reveal(stored).await?;
     let upto = events.iter().filter(|e| match point {
         AsOf::Position(p) => e.position <= p,
         AsOf::Time(t) => e.recorded_at <= t,

@@ -195,7 +195,7 @@ impl Fresh {
             let want = u32::try_from(to - self.position)
                 .unwrap_or(BATCH)
                 .min(BATCH);
-            let events = log.read_all(self.position, want).await?;
+            let events = log.read_all_revealed(self.position, want).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
@@ -219,7 +219,7 @@ impl Fresh {
         let mut at = from;
         while at < to {
             let want = u32::try_from(to - at).unwrap_or(BATCH).min(BATCH);
-            let events = log.read_all(at, want).await?;
+            let events = log.read_all_revealed(at, want).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };

@@ -86,7 +86,7 @@ async fn migrate_one<P: Projection>(
 pub async fn step<P: Projection>(projection: &P, log: &EventLog) -> Result<Step, ProjectionError> {
     let mut conn = log.database().pool().acquire().await?;
     let from = checkpoint::read(&mut conn, projection.name()).await?;
-    let events = log.read_all(from, BATCH).await?;
+    let events = log.read_all_revealed(from, BATCH).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(Step::Idle(from));
     };

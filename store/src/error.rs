@@ -32,6 +32,9 @@ pub enum AppendError {
     IdempotencyConflict { event_id: Uuid },
     #[error("{} {:?} is already taken", key.kind, key.value)]
     ClaimTaken { key: ClaimKey },
+    /// The stream's data subject was erased: nothing more is recorded about them.
+    #[error("the subject of stream {stream} was erased")]
+    SubjectErased { stream: StreamId },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -20,6 +20,7 @@ pub mod executor;
 pub mod log;
 pub mod model;
 pub mod outbox;
+pub mod personal;
 pub mod sessions;
 pub mod testing;
 

@@ -14,6 +14,7 @@
 mod listen;
 mod plan;
 mod sql;
+mod subjects;
 mod writer;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio::task::AbortHandle;
 use crate::database::{Backend, Database};
 use crate::error::{AppendError, StoreError};
 use crate::model::{AppendRequest, Appended, ChainHead, ClaimKey, RecordedEvent, StreamId};
+use crate::personal::{self, KeyState};
 use plan::PreparedRequest;
 use writer::Job;
 
@@ -44,6 +46,7 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     head: Arc<watch::Sender<u64>>,
     listener: Option<AbortHandle>,
+    sealer: subjects::Sealer,
 }
 
 impl Drop for Inner {
@@ -77,6 +80,7 @@ impl EventLog {
                 jobs,
                 head,
                 listener,
+                sealer: subjects::Sealer::default(),
             }),
         })
     }
@@ -90,7 +94,11 @@ impl EventLog {
     /// Requests from concurrent callers are committed together (group commit), each decided on
     /// its own. If this future is dropped after the request was queued, the append may still
     /// commit; retrying with the same event ids is safe (idempotent).
-    pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+    ///
+    /// A data subject's personal fields are sealed here with their data key (made with the
+    /// subject's first event); an erased subject's stream takes no further events.
+    pub async fn append(&self, mut request: AppendRequest) -> Result<Appended, AppendError> {
+        let sealed = self.inner.sealer.seal(self.inner.db.pool(), &mut request).await?;
         let request = PreparedRequest::prepare(request)?;
         let (reply, outcome) = oneshot::channel();
         self.inner
@@ -98,7 +106,9 @@ impl EventLog {
             .send(Job { request, reply })
             .await
             .map_err(|_| StoreError::WriterStopped)?;
-        outcome.await.map_err(|_| StoreError::WriterStopped)?
+        let appended = outcome.await.map_err(|_| StoreError::WriterStopped)?;
+        self.inner.sealer.settle(sealed, appended.is_ok());
+        appended
     }
 
     /// The stream's events in stream order.
@@ -133,6 +143,16 @@ impl EventLog {
         sql::read_all(self.inner.db.pool(), after, limit).await
     }
 
+    /// [`read_all`](Self::read_all), then [`reveal`](Self::reveal): what folds read.
+    pub async fn read_all_revealed(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = self.read_all(after, limit).await?;
+        self.reveal(events).await
+    }
+
     /// The newest event's position and hash; `None` for an empty log.
     pub async fn head(&self) -> Result<Option<ChainHead>, StoreError> {
         sql::head(self.inner.db.pool()).await
@@ -164,6 +184,49 @@ impl EventLog {
     ) -> Result<Vec<(String, String)>, StoreError> {
         debug_assert!(!prefix.contains(['%', '_']));
         sql::secrets_with_prefix(self.inner.db.pool(), owner, prefix).await
+    }
+}
+
+impl EventLog {
+    /// The state of a data subject's key: `None` if they never had one.
+    pub async fn data_key(&self, subject_id: &str) -> Result<Option<KeyState>, StoreError> {
+        let ids = std::iter::once(subject_id).collect();
+        Ok(subjects::data_keys(self.inner.db.pool(), &ids)
+            .await?
+            .remove(subject_id))
+    }
+
+    /// The events with their sealed personal fields opened, or blanked for an erased subject
+    /// (see [`personal::reveal_event`]). What projections, aggregates and webhooks read; the
+    /// revealed text is no longer what the chain hashes, so verification and exports read the
+    /// stored events instead.
+    pub async fn reveal(
+        &self,
+        mut events: Vec<RecordedEvent>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let subjects: std::collections::BTreeSet<&str> = events
+            .iter()
+            .filter(|e| personal::may_be_sealed(e))
+            .map(|e| e.stream.id.as_str())
+            .collect();
+        if subjects.is_empty() {
+            return Ok(events);
+        }
+        let keys = subjects::data_keys(self.inner.db.pool(), &subjects).await?;
+        for event in &mut events {
+            personal::reveal_event(keys.get(&event.stream.id), event)?;
+        }
+        Ok(events)
+    }
+
+    /// Every uniqueness claim `owner` holds (an erasure gives them all up).
+    pub async fn claims_held_by(&self, owner: &StreamId) -> Result<Vec<ClaimKey>, StoreError> {
+        subjects::claims_held_by(self.inner.db.pool(), owner).await
+    }
+
+    /// Deletes a user's sessions, ceremonies and mail after their erasure.
+    pub async fn forget_user_state(&self, user_id: &str) -> Result<(), StoreError> {
+        subjects::forget_user_state(self.inner.db.pool(), user_id).await
     }
 }
 

@@ -88,7 +88,8 @@ async fn count_events(log: &EventLog) -> i64 {
 
 async fn appended_events_read_back_exactly_and_chain_from_genesis(db_url: String) {
     let log = open(&db_url).await;
-    let user = stream("user", "u-1");
+    // Not a data subject's stream: those are sealed (see the sealing cases below).
+    let user = stream("account", "u-1");
     let recorded_at = Utc.timestamp_opt(1_700_000_000, 123_456_789).unwrap();
     let metadata = EventMetadata {
         actor: Actor {
@@ -1171,6 +1172,124 @@ async fn a_ceremony_is_taken_once_and_not_after_it_expires(db_url: String) {
     );
 }
 
+fn personal_event(payload: serde_json::Value) -> NewEvent {
+    NewEvent {
+        metadata: EventMetadata {
+            actor: Actor {
+                kind: ActorKind::Admin,
+                id: Some("admin-7".into()),
+            },
+            request_ip: Some("192.0.2.44".into()),
+            user_agent: Some("AgentOfAda/1".into()),
+            correlation_id: None,
+        },
+        ..new_event(payload)
+    }
+}
+
+async fn a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers(
+    db_url: String,
+) {
+    let log = open(&db_url).await;
+    let ada = stream("user", "0190a0b4-0000-7000-8000-00000000ada0");
+    let created = personal_event(json!({"username": "AdaL", "email": "ada@example.com", "display_name": null, "n": 1}));
+    let request = append_request(&ada, ExpectedVersion::NoStream, vec![created.clone()]);
+    let first = log.append(request.clone()).await.unwrap();
+    // An idempotent retry seals to the same text, so it finds the original.
+    assert_eq!(log.append(request).await.unwrap(), first);
+    assert_eq!(count_events(&log).await, 1);
+
+    let stored = log.read_stream(&ada).await.unwrap();
+    let text = format!("{}{}", stored[0].payload, stored[0].metadata);
+    for personal in ["AdaL", "ada@example.com", "192.0.2.44", "AgentOfAda"] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+    assert!(text.contains("kl1:"), "{text}");
+    assert!(text.contains("admin-7"), "the actor is not personal data: {text}");
+    let key = log.secret(&ada, "data_key").await.unwrap();
+    assert!(key.is_some(), "the key is written with the subject's first event");
+
+    let revealed = log.reveal(stored.clone()).await.unwrap();
+    assert_eq!(revealed[0].payload_json().unwrap(), created.payload);
+    assert_eq!(revealed[0].metadata().unwrap(), created.metadata);
+    // The chain covers the sealed text.
+    assert_eq!(stored[0].hash, event_hash(&GENESIS_HASH, &stored[0]));
+    assert_eq!(verify_chain(&log, |_| {}).await.unwrap().first_break, None);
+
+    // Later events of the subject are sealed with the same key.
+    log.append(append_request(
+        &ada,
+        ExpectedVersion::Exact(1),
+        vec![personal_event(json!({"email": "ada@elsewhere.example"}))],
+    ))
+    .await
+    .unwrap();
+    let all = log.read_all_revealed(0, 10).await.unwrap();
+    assert_eq!(all[1].payload_json().unwrap()["email"], "ada@elsewhere.example");
+    let raw = log.read_all(0, 10).await.unwrap();
+    assert!(!raw[1].payload.contains("elsewhere"));
+
+    // A subject from before sealing (no key, stream not new) is stored as written.
+    let olden = stream("user", "0190a0b4-0000-7000-8000-0000000001d0");
+    log.append(append_request(
+        &olden,
+        ExpectedVersion::Any,
+        vec![personal_event(json!({"username": "olden"}))],
+    ))
+    .await
+    .unwrap();
+    let olden_events = log.read_stream(&olden).await.unwrap();
+    assert!(olden_events[0].payload.contains("olden"));
+    assert_eq!(log.secret(&olden, "data_key").await.unwrap(), None);
+}
+
+async fn an_erased_subject_reveals_nothing_and_takes_no_more_events(db_url: String) {
+    let log = open(&db_url).await;
+    let ada = stream("user", "0190a0b4-0000-7000-8000-00000000ada1");
+    log.append(append_request(
+        &ada,
+        ExpectedVersion::NoStream,
+        vec![personal_event(json!({"username": "AdaL", "email": "ada@example.com"}))],
+    ))
+    .await
+    .unwrap();
+    let mut erasure = append_request(
+        &ada,
+        ExpectedVersion::Exact(1),
+        vec![personal_event(json!({"at": "2026-11-22T00:00:00Z"}))],
+    );
+    erasure.secrets.push(SecretWrite {
+        kind: "data_key".into(),
+        value: Some("erased".into()),
+    });
+    log.append(erasure).await.unwrap();
+
+    let revealed = log
+        .reveal(log.read_stream(&ada).await.unwrap())
+        .await
+        .unwrap();
+    let payload = revealed[0].payload_json().unwrap();
+    assert_eq!(payload["username"], "erased");
+    assert_eq!(payload["email"], serde_json::Value::Null);
+    let metadata = revealed[1].metadata().unwrap();
+    assert_eq!((metadata.request_ip, metadata.user_agent), (None, None));
+    assert_eq!(verify_chain(&log, |_| {}).await.unwrap().first_break, None);
+
+    let refused = log.append(one(&ada, ExpectedVersion::Exact(2))).await;
+    assert!(
+        matches!(refused, Err(AppendError::SubjectErased { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(count_events(&log).await, 2, "a refused append writes nothing");
+    // Claims and secrets alone may still change (an erasure's clean-up).
+    let mut cleanup = append_request(&ada, ExpectedVersion::Any, vec![]);
+    cleanup.secrets.push(SecretWrite {
+        kind: "password_hash".into(),
+        value: None,
+    });
+    log.append(cleanup).await.unwrap();
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1206,6 +1325,8 @@ conformance!(
     reopening_the_database_keeps_everything,
     racing_commands_through_the_executor_are_all_recorded,
     a_ceremony_is_taken_once_and_not_after_it_expires,
+    a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,
+    an_erased_subject_reveals_nothing_and_takes_no_more_events,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

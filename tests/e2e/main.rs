@@ -11,6 +11,7 @@ mod audit_integrity;
 mod audit_rebuild;
 mod bad_input;
 mod crash;
+mod erasure;
 mod lockout;
 mod login;
 mod mfa_password_reset;

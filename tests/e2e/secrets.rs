@@ -10,7 +10,7 @@ on_both_backends!(canary_secrets_appear_nowhere_but_where_they_must);
 
 /// Every row of every table as text, except the secrets table (which holds hashes by design)
 /// when `skip_secrets`.
-async fn dump_database(app: &TestApp, backend: Backend, skip_secrets: bool) -> String {
+pub async fn dump_database(app: &TestApp, backend: Backend, skip_secrets: bool) -> String {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
     let tables_sql = match backend {

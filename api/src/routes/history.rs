@@ -37,7 +37,7 @@ pub async fn user_as_of(state: &AppState, id: Uuid, as_of: &str) -> Result<UserB
 }
 
 /// Whether an event belongs on a user's authentication timeline: login attempts, locks,
-/// unlocks, password and factor changes, suspension.
+/// unlocks, password and factor changes, suspension, and the erasure that ends it.
 pub fn is_authentication_event(event_type: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "user.login.",
@@ -54,6 +54,7 @@ pub fn is_authentication_event(event_type: &str) -> bool {
         "user.passkey",
         "user.credential",
         "user.recovery",
+        "user.erased",
     ];
     PREFIXES.iter().any(|p| event_type.starts_with(p))
 }

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod checkpoints;
 pub mod credentials;
+pub mod erasure;
 pub mod events;
 pub mod history;
 pub mod mfa;

@@ -32,7 +32,8 @@ pub struct UserBody {
     pub username: String,
     pub email: Option<String>,
     pub display_name: Option<String>,
-    /// `active` or `suspended`.
+    /// `active`, `suspended`, or `erased` (personal data destroyed: username reads `erased`,
+    /// email and display name null).
     pub status: String,
     pub locked: bool,
     /// When a lock ends; null with `locked` true means until an admin unlocks.
@@ -88,7 +89,9 @@ impl UserBody {
             username: user.username().to_owned(),
             email: user.email().map(str::to_owned),
             display_name: user.display_name().map(str::to_owned),
-            status: if user.is_suspended() {
+            status: if user.is_erased() {
+                "erased"
+            } else if user.is_suspended() {
                 "suspended"
             } else {
                 "active"
@@ -293,9 +296,10 @@ pub async fn list_users(
     if let Some(status) = &query.status
         && status != "active"
         && status != "suspended"
+        && status != "erased"
     {
         return Err(ApiError::InvalidParameter(
-            "status must be active or suspended".into(),
+            "status must be active, suspended or erased".into(),
         ));
     }
     if let Some(requirement) = &query.mfa_requirement

@@ -13,7 +13,7 @@ use super::events::{
     LoginMethod, LoginSucceeded, MfaFailed, MfaRequirementChanged, PasswordChangeBy,
     PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordReset,
     PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
-    UserReactivated, UserSuspended,
+    UserErased, UserReactivated, UserSuspended,
 };
 use super::second_factor::{SecondFactors, WebauthnCredential};
 use crate::lockout::{LockoutPolicy, MAX_FAILURES_LIMIT};
@@ -54,6 +54,8 @@ pub enum UserError {
     TotpNotEnrolled,
     #[error("the user holds a second factor: prove it to reset the password")]
     SecondFactorRequired,
+    #[error("the user was erased")]
+    Erased,
 }
 
 impl UserError {
@@ -71,6 +73,7 @@ impl UserError {
             Self::TotpAlreadyEnrolled => "totp_already_enrolled",
             Self::TotpNotEnrolled => "totp_not_enrolled",
             Self::SecondFactorRequired => "second_factor_required",
+            Self::Erased => "user_erased",
         }
     }
 }
@@ -122,6 +125,8 @@ pub struct User {
     recent_failures: VecDeque<CountedFailure>,
     last_login_at: Option<DateTime<Utc>>,
     pub(super) second_factors: SecondFactors,
+    /// When the user was erased; nothing happens to them after.
+    erased_at: Option<DateTime<Utc>>,
 }
 
 impl User {
@@ -225,11 +230,17 @@ impl User {
     }
 
     fn require_exists(&self) -> Result<(), UserError> {
-        if self.exists() {
+        if self.is_erased() {
+            Err(UserError::Erased)
+        } else if self.exists() {
             Ok(())
         } else {
             Err(UserError::NotFound)
         }
+    }
+
+    pub fn is_erased(&self) -> bool {
+        self.erased_at.is_some()
     }
 
     fn judge_password(
@@ -412,6 +423,9 @@ impl Aggregate for User {
                     };
                     sink.write(UserEvent::ProfileUpdated(updated), self).await;
                 }
+            }
+            UserCommand::Erase { at } => {
+                sink.write(UserEvent::Erased(UserErased { at }), self).await;
             }
             UserCommand::Suspend { at } => {
                 if !self.suspended {
@@ -676,6 +690,13 @@ impl Aggregate for User {
                 if let Some(display_name) = e.display_name {
                     self.display_name = Some(display_name);
                 }
+            }
+            UserEvent::Erased(e) => {
+                // What the log reveals of an erased user from now on.
+                self.username = "erased".into();
+                self.email = None;
+                self.display_name = None;
+                self.erased_at = Some(e.at);
             }
             UserEvent::Suspended(_) => self.suspended = true,
             UserEvent::Reactivated(_) => self.suspended = false,

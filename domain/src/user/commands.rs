@@ -42,6 +42,11 @@ pub enum UserCommand {
         display_name: Option<DisplayName>,
         at: DateTime<Utc>,
     },
+    /// Erases the user's personal data (the right to erasure). Final: every later command is
+    /// refused.
+    Erase {
+        at: DateTime<Utc>,
+    },
     Suspend {
         at: DateTime<Utc>,
     },

@@ -65,6 +65,15 @@ pub enum UserEvent {
     PasswordResetRequested(PasswordResetRequested),
     #[serde(rename = "user.password.reset")]
     PasswordReset(PasswordReset),
+    /// The user's personal data was erased: their data key is destroyed, so their events keep
+    /// their shape but no longer their personal fields. Nothing is recorded about them after.
+    #[serde(rename = "user.erased")]
+    Erased(UserErased),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct UserErased {
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -389,6 +398,7 @@ impl cqrs_es::DomainEvent for UserEvent {
             Self::MfaFailed(_) => "user.mfa.failed",
             Self::PasswordResetRequested(_) => "user.password_reset.requested",
             Self::PasswordReset(_) => "user.password.reset",
+            Self::Erased(_) => "user.erased",
         }
         .to_owned()
     }

@@ -331,6 +331,52 @@ fn a_profile_update_that_changes_nothing_records_nothing() {
         .then_expect_events(vec![]);
 }
 
+// Erasure.
+
+#[test]
+fn erasing_a_user_is_recorded() {
+    Given::with(())
+        .given(vec![created()])
+        .when(UserCommand::Erase { at: at(1) })
+        .then_expect_events(vec![UserEvent::Erased(UserErased { at: at(1) })]);
+}
+
+#[test]
+fn an_erased_user_takes_no_further_command() {
+    let erased = || vec![created(), UserEvent::Erased(UserErased { at: at(1) })];
+    Given::with(())
+        .given(erased())
+        .when(UserCommand::Suspend { at: at(2) })
+        .then_expect_error(UserError::Erased);
+    Given::with(())
+        .given(erased())
+        .when(UserCommand::Erase { at: at(2) })
+        .then_expect_error(UserError::Erased);
+    // Not even a login attempt: nothing more is recorded about an erased user.
+    Given::with(())
+        .given(erased())
+        .when(login(1, true, 2))
+        .then_expect_error(UserError::Erased);
+}
+
+#[test]
+fn erasing_a_user_who_does_not_exist_is_refused() {
+    Given::with(())
+        .given_no_previous_events()
+        .when(UserCommand::Erase { at: at(1) })
+        .then_expect_error(UserError::NotFound);
+}
+
+#[test]
+fn an_erased_user_keeps_no_personal_data_in_the_aggregate() {
+    let mut user = User::default();
+    user.apply(created());
+    user.apply(UserEvent::Erased(UserErased { at: at(1) }));
+    assert!(user.is_erased());
+    let state = serde_json::to_string(&user).unwrap();
+    assert!(!state.contains("alice"), "{state}");
+}
+
 // Suspension.
 
 #[test]

@@ -184,8 +184,30 @@ impl Projection for AuditView {
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             insert(conn, chunk).await?;
         }
+        for erased in events.iter().filter(|e| e.event_type == ERASED) {
+            forget(conn, erased).await?;
+        }
         Ok(())
     }
+}
+
+/// The event after which a user's rows keep no personal data.
+const ERASED: &str = "user.erased";
+
+/// Blanks what an erased user's rows hold of their personal data. Rows folded from the log
+/// after the erasure hold none already (the log reveals them blanked), so a rebuild reaches the
+/// same rows.
+async fn forget(conn: &mut AnyConnection, erased: &RecordedEvent) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE audit_view SET request_ip = NULL, user_agent = NULL, identifier = NULL \
+         WHERE tenant_id = $1 AND user_id = $2 AND position < $3",
+    )
+    .bind(erased.tenant_id.to_string())
+    .bind(erased.stream.id.clone())
+    .bind(to_i64(erased.position))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Rows per multi-row INSERT: 15 columns each stays far below SQLite's 32,766 and

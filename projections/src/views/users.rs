@@ -198,6 +198,12 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
                 row.display_name = Some(display_name.clone());
             }
         }
+        UserEvent::Erased(_) => {
+            row.username = keyledger_store::personal::ERASED_TEXT.into();
+            row.email = None;
+            row.display_name = None;
+            row.status = "erased".into();
+        }
         UserEvent::Suspended(_) => row.status = "suspended".into(),
         UserEvent::Reactivated(_) => row.status = "active".into(),
         UserEvent::PasswordSet(_) | UserEvent::PasswordChanged(_) | UserEvent::PasswordReset(_) => {

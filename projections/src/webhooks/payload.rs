@@ -1,5 +1,6 @@
 //! The body a receiver gets: the event's envelope (id, type, time, tenant, position, stream,
-//! chain hashes) and its data. Events never carry secrets, so the data goes out as stored.
+//! chain hashes) and its data. Events never carry secrets, so the data goes out as the log
+//! reveals it: personal fields opened, or blanked once their user is erased.
 
 use keyledger_store::RecordedEvent;
 use serde::Serialize;

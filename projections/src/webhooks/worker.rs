@@ -129,7 +129,7 @@ async fn step(
     }
     let events = delivery
         .log
-        .read_all(progress.delivered_through, PAGE)
+        .read_all_revealed(progress.delivered_through, PAGE)
         .await?;
     if events.is_empty() {
         return Ok(Next::Idle);
@@ -330,7 +330,7 @@ async fn redeliver(
     };
     let event = delivery
         .log
-        .read_all(request.event_position.saturating_sub(1), 1)
+        .read_all_revealed(request.event_position.saturating_sub(1), 1)
         .await?
         .into_iter()
         .find(|e| e.position == request.event_position);
