@@ -399,6 +399,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "created_at": row.created_at,
                     "last_login_at": row.last_login_at,
                     "last_event_position": row.position,
+                    "mfa": found.mfa.as_ref().map(|m| serde_json::json!({
+                        "security_keys": m.security_keys,
+                        "device_authenticators": m.device_authenticators,
+                        "legacy_keys": m.legacy_keys,
+                        "totp": m.totp,
+                        "requirement": m.requirement,
+                        "last_mfa_at": m.last_mfa_at,
+                    })),
+                    "credentials": found.user.webauthn_credentials().map(|c| serde_json::json!({
+                        "credential_id": c.credential_id.as_str(),
+                        "label": c.label,
+                        "kind": c.kind.as_str(),
+                        "registered_at": c.registered_at,
+                        "last_used_at": c.last_used_at,
+                    })).collect::<Vec<_>>(),
                     "as_of": found.at,
                 });
                 println!("{state:#}");

@@ -38,8 +38,7 @@ use tokio::net::TcpListener;
 use crate::error::ApiError;
 use crate::routes::{
     audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, portal,
-    settings,
-    step_up, system, users, webauthn_settings, webhooks,
+    settings, step_up, system, users, webauthn_settings, webhooks,
 };
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};

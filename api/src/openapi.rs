@@ -5,8 +5,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, settings, step_up,
-    system, users, webauthn_settings, webhooks,
+    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, settings,
+    step_up, system, users, webauthn_settings, webhooks,
 };
 
 #[derive(OpenApi)]

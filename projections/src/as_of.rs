@@ -1,12 +1,15 @@
-//! A user's state at a past moment, folded from the log with the users view's own fold, so it
-//! is what the view showed when the log reached that point.
+//! A user's state at a past moment, folded from the log with the users and MFA views' own
+//! folds, so it is what the views showed when the log reached that point, and with the user
+//! aggregate's, for the credentials the user held then.
 
 use chrono::{DateTime, Utc};
-use keyledger_domain::user::UserEvent;
+use cqrs_es::Aggregate;
+use keyledger_domain::user::{User, UserEvent};
 use keyledger_store::{EventLog, RecordedEvent, StreamId};
 use uuid::Uuid;
 
 use crate::error::ProjectionError;
+use crate::views::mfa::{self, MfaRow};
 use crate::views::users::{UserRow, fold};
 use crate::views::{decode, from_micros};
 
@@ -35,9 +38,13 @@ impl std::str::FromStr for AsOf {
 
 /// The user's row as of `point`, and the time that point stands for (to judge whether a
 /// timed lock still held). `None`: the user did not exist yet (or never did).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UserAsOf {
     pub row: Option<UserRow>,
+    /// The MFA view's row for the user then: factor counts, TOTP, requirement, last use.
+    pub mfa: Option<MfaRow>,
+    /// The user as their aggregate stood then: their WebAuthn credentials and TOTP state.
+    pub user: User,
     pub at: DateTime<Utc>,
     /// The last log position at or before the point.
     pub position: u64,
@@ -82,13 +89,25 @@ pub async fn user_as_of(log: &EventLog, user_id: Uuid, point: AsOf) -> Result<Us
         AsOf::Position(p) => e.position <= p,
         AsOf::Time(t) => e.recorded_at <= t,
     });
-    let row = fold_events(upto)?.map(as_stored);
+    let upto: Vec<&RecordedEvent> = upto.collect();
+    let row = fold_events(upto.iter().copied())?.map(as_stored);
+    let (mfa, user) = fold_factors(user_id, &upto)?;
+    let mfa = mfa.map(|mut m| {
+        m.last_mfa_at = m.last_mfa_at.map(|t| from_micros(t.timestamp_micros()));
+        m
+    });
     let position = match point {
         AsOf::Position(_) => position,
         // The last position recorded at or before the time, as far as this user is concerned.
         AsOf::Time(_) => row.as_ref().map_or(0, |r| r.position).min(position),
     };
-    Ok(UserAsOf { row, at, position })
+    Ok(UserAsOf {
+        row,
+        mfa,
+        user,
+        at,
+        position,
+    })
 }
 
 /// The view keeps times in microseconds; payloads carry nanoseconds.
@@ -100,6 +119,28 @@ fn as_stored(mut row: UserRow) -> UserRow {
     row.last_login_at = row.last_login_at.map(micros);
     row.locked_until = row.locked_until.map(micros);
     row
+}
+
+/// The MFA view's row (absent until a factor-related event, as in the view) and the
+/// aggregate, folded from the same events.
+fn fold_factors(
+    user_id: Uuid,
+    events: &[&RecordedEvent],
+) -> Result<(Option<MfaRow>, User), ProjectionError> {
+    let mut row: Option<MfaRow> = None;
+    let mut user = User::default();
+    for event in events {
+        let decoded = decode::<UserEvent>(event)?;
+        if mfa::concerns_mfa(&decoded) {
+            let row = row.get_or_insert_with(|| MfaRow {
+                user_id,
+                ..MfaRow::default()
+            });
+            mfa::fold(row, &decoded);
+        }
+        user.apply(decoded);
+    }
+    Ok((row, user))
 }
 
 /// Folds a user's events in order with the users view's fold.

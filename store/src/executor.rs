@@ -106,7 +106,10 @@ where
     /// The aggregate folded from its whole stream, and the stream's version.
     pub async fn load(&self, id: &str) -> Result<(A, u64), ExecuteError<A::Error>> {
         let stream = Self::stream(id);
-        let recorded = self.log.reveal(self.log.read_stream(&stream).await?).await?;
+        let recorded = self
+            .log
+            .reveal(self.log.read_stream(&stream).await?)
+            .await?;
         let mut aggregate = A::default();
         let mut version = 0;
         for event in recorded {

@@ -98,7 +98,11 @@ impl EventLog {
     /// A data subject's personal fields are sealed here with their data key (made with the
     /// subject's first event); an erased subject's stream takes no further events.
     pub async fn append(&self, mut request: AppendRequest) -> Result<Appended, AppendError> {
-        let sealed = self.inner.sealer.seal(self.inner.db.pool(), &mut request).await?;
+        let sealed = self
+            .inner
+            .sealer
+            .seal(self.inner.db.pool(), &mut request)
+            .await?;
         let request = PreparedRequest::prepare(request)?;
         let (reply, outcome) = oneshot::channel();
         self.inner

@@ -204,7 +204,11 @@ pub fn is_subject_stream(stream: &StreamId) -> bool {
 }
 
 /// Seals the personal fields of an event about to be appended to `stream`.
-pub fn seal_event(key: &DataKey, stream: &StreamId, event: &mut NewEvent) -> Result<(), StoreError> {
+pub fn seal_event(
+    key: &DataKey,
+    stream: &StreamId,
+    event: &mut NewEvent,
+) -> Result<(), StoreError> {
     if let Value::Object(payload) = &mut event.payload {
         for name in PAYLOAD_FIELDS {
             if let Some(Value::String(text)) = payload.get_mut(*name) {
@@ -260,8 +264,12 @@ pub fn reveal_event(key: Option<&KeyState>, event: &mut RecordedEvent) -> Result
     let reveal_fields = |text: &str, prefix: &str, names: &[&str]| -> Result<String, StoreError> {
         let mut object: Map<String, Value> = serde_json::from_str(text).map_err(malformed)?;
         for name in names {
-            let Some(value) = object.get_mut(*name) else { continue };
-            let Value::String(sealed) = value else { continue };
+            let Some(value) = object.get_mut(*name) else {
+                continue;
+            };
+            let Value::String(sealed) = value else {
+                continue;
+            };
             if !sealed.starts_with(PREFIX) {
                 continue;
             }
@@ -356,7 +364,11 @@ mod tests {
             assert!(!recorded.payload.contains(secret) && !recorded.metadata.contains(secret));
         }
         // What is not personal stays readable.
-        assert!(recorded.payload.contains("0190a0b4-0000-7000-8000-000000000001"));
+        assert!(
+            recorded
+                .payload
+                .contains("0190a0b4-0000-7000-8000-000000000001")
+        );
         assert!(recorded.metadata.contains("root"));
         assert!(recorded.payload.contains("\"display_name\":null"));
 
@@ -431,7 +443,10 @@ mod tests {
             Ok(KeyState::Erased)
         ));
         let key = DataKey::generate();
-        assert!(matches!(KeyState::decode(&key.encode()), Ok(KeyState::Live(_))));
+        assert!(matches!(
+            KeyState::decode(&key.encode()),
+            Ok(KeyState::Live(_))
+        ));
         assert!(KeyState::decode("short").is_err());
     }
 }

@@ -1187,12 +1187,12 @@ fn personal_event(payload: serde_json::Value) -> NewEvent {
     }
 }
 
-async fn a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers(
-    db_url: String,
-) {
+async fn a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers(db_url: String) {
     let log = open(&db_url).await;
     let ada = stream("user", "0190a0b4-0000-7000-8000-00000000ada0");
-    let created = personal_event(json!({"username": "AdaL", "email": "ada@example.com", "display_name": null, "n": 1}));
+    let created = personal_event(
+        json!({"username": "AdaL", "email": "ada@example.com", "display_name": null, "n": 1}),
+    );
     let request = append_request(&ada, ExpectedVersion::NoStream, vec![created.clone()]);
     let first = log.append(request.clone()).await.unwrap();
     // An idempotent retry seals to the same text, so it finds the original.
@@ -1205,9 +1205,15 @@ async fn a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_reader
         assert!(!text.contains(personal), "{personal} in {text}");
     }
     assert!(text.contains("kl1:"), "{text}");
-    assert!(text.contains("admin-7"), "the actor is not personal data: {text}");
+    assert!(
+        text.contains("admin-7"),
+        "the actor is not personal data: {text}"
+    );
     let key = log.secret(&ada, "data_key").await.unwrap();
-    assert!(key.is_some(), "the key is written with the subject's first event");
+    assert!(
+        key.is_some(),
+        "the key is written with the subject's first event"
+    );
 
     let revealed = log.reveal(stored.clone()).await.unwrap();
     assert_eq!(revealed[0].payload_json().unwrap(), created.payload);
@@ -1225,7 +1231,10 @@ async fn a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_reader
     .await
     .unwrap();
     let all = log.read_all_revealed(0, 10).await.unwrap();
-    assert_eq!(all[1].payload_json().unwrap()["email"], "ada@elsewhere.example");
+    assert_eq!(
+        all[1].payload_json().unwrap()["email"],
+        "ada@elsewhere.example"
+    );
     let raw = log.read_all(0, 10).await.unwrap();
     assert!(!raw[1].payload.contains("elsewhere"));
 
@@ -1249,7 +1258,9 @@ async fn an_erased_subject_reveals_nothing_and_takes_no_more_events(db_url: Stri
     log.append(append_request(
         &ada,
         ExpectedVersion::NoStream,
-        vec![personal_event(json!({"username": "AdaL", "email": "ada@example.com"}))],
+        vec![personal_event(
+            json!({"username": "AdaL", "email": "ada@example.com"}),
+        )],
     ))
     .await
     .unwrap();
@@ -1280,7 +1291,11 @@ async fn an_erased_subject_reveals_nothing_and_takes_no_more_events(db_url: Stri
         matches!(refused, Err(AppendError::SubjectErased { .. })),
         "{refused:?}"
     );
-    assert_eq!(count_events(&log).await, 2, "a refused append writes nothing");
+    assert_eq!(
+        count_events(&log).await,
+        2,
+        "a refused append writes nothing"
+    );
     // Claims and secrets alone may still change (an erasure's clean-up).
     let mut cleanup = append_request(&ada, ExpectedVersion::Any, vec![]);
     cleanup.secrets.push(SecretWrite {

@@ -7,6 +7,7 @@ use crate::{Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 
 on_both_backends!(
     as_of_answers_what_the_view_showed_at_that_position_or_time,
+    as_of_shows_the_credentials_and_factors_the_user_held_then,
     the_timeline_lists_attempts_locks_unlocks_and_password_changes_with_actor_and_ip,
 );
 
@@ -79,6 +80,82 @@ async fn story(app: &TestApp) -> Story {
     }
 }
 
+/// An `as_of` answer without what only `as_of` adds (the credentials and TOTP state then):
+/// the rest is what `GET /users/{id}` showed.
+fn view_part(mut answer: Value) -> Value {
+    if let Some(fields) = answer.as_object_mut() {
+        fields.remove("credentials");
+        fields.remove("totp_enrolled");
+    }
+    answer
+}
+
+async fn as_of_shows_the_credentials_and_factors_the_user_held_then(backend: Backend) {
+    use crate::webauthn_mfa::{enable_webauthn, register_own_key, session, user};
+    let app = app(backend).await;
+    enable_webauthn(&app, json!({})).await;
+    let id = user(&app, "ada").await;
+    let token = session(&app, "ada").await;
+    let mut key = keyledger_tests::authenticators::SoftKey::new();
+    let before = app.head().await;
+    let registered = register_own_key(&app, &token, &mut key, "Blue key").await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text()
+    );
+    let with_key = registered.position();
+    let credential_id = registered.json()["credential"]["credential_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let removed = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/me/credentials/{credential_id}"),
+            Some(&token),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text());
+    let without_key = removed.position();
+    assert!(before < with_key && with_key < without_key);
+
+    let as_of = |position: u64| {
+        let app = &app;
+        let path = format!("/api/v1/users/{id}?as_of={position}");
+        async move { app.admin_read(&path, without_key).await.json() }
+    };
+    let then = as_of(with_key).await;
+    assert_eq!(then["mfa_webauthn"], 1, "{then}");
+    assert_eq!(then["totp_enrolled"], false, "{then}");
+    let credentials = then["credentials"].as_array().unwrap();
+    assert_eq!(credentials.len(), 1, "{then}");
+    assert_eq!(credentials[0]["credential_id"], credential_id.as_str());
+    assert_eq!(credentials[0]["label"], "Blue key");
+    assert_eq!(credentials[0]["kind"], "security_key");
+    for position in [before, without_key] {
+        let then = as_of(position).await;
+        assert_eq!(then["mfa_webauthn"], 0, "{then}");
+        assert_eq!(then["credentials"], json!([]), "{then}");
+    }
+
+    // The command line shows the same.
+    let out = app
+        .replay(&["as-of", "--user", &id, "--position", &with_key.to_string()])
+        .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["credentials"][0]["label"], "Blue key");
+    assert_eq!(printed["mfa"]["security_keys"], 1);
+}
+
 async fn as_of_answers_what_the_view_showed_at_that_position_or_time(backend: Backend) {
     let app = app(backend).await;
     let s = story(&app).await;
@@ -94,19 +171,19 @@ async fn as_of_answers_what_the_view_showed_at_that_position_or_time(backend: Ba
     // Every moment of the story: the fold agrees with what the view answered then.
     for (position, then) in &s.snapshots {
         let folded = as_of(position.to_string()).await;
-        assert_eq!(&folded.json(), then, "as of position {position}");
+        assert_eq!(&view_part(folded.json()), then, "as of position {position}");
     }
     let locked = as_of(s.locked_at_position.to_string()).await;
     assert_eq!(locked.status, StatusCode::OK, "{}", locked.text());
-    assert_eq!(locked.json(), s.locked_view);
+    assert_eq!(view_part(locked.json()), s.locked_view);
     assert_eq!(
-        as_of(s.created_at_position.to_string()).await.json(),
+        view_part(as_of(s.created_at_position.to_string()).await.json()),
         s.created_view
     );
     // Now: the same as the view.
     let head = app.head().await;
     assert_eq!(
-        as_of(head.to_string()).await.json(),
+        view_part(as_of(head.to_string()).await.json()),
         app.admin_read(&path, head).await.json()
     );
     // By time: the time the lock was recorded.
@@ -123,7 +200,7 @@ async fn as_of_answers_what_the_view_showed_at_that_position_or_time(backend: Ba
         .unwrap()
         .to_owned();
     let encoded = at.replace('+', "%2B").replace(':', "%3A");
-    assert_eq!(as_of(encoded).await.json(), s.locked_view);
+    assert_eq!(view_part(as_of(encoded).await.json()), s.locked_view);
 
     // The command line agrees.
     let position = s.locked_at_position.to_string();

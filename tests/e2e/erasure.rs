@@ -98,15 +98,25 @@ async fn erin_with_history(app: &TestApp) -> Erin {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     erin.id = created["user"]["id"].as_str().unwrap().to_owned();
-    let login = |password: &'static str| {
-        json!({ "username": erin.username, "password": password })
-    };
+    let login = |password: &'static str| json!({ "username": erin.username, "password": password });
     let (status, _) = erin
-        .send(app, Method::POST, "/api/v1/login", None, Some(login(GOOD_PASSWORD)))
+        .send(
+            app,
+            Method::POST,
+            "/api/v1/login",
+            None,
+            Some(login(GOOD_PASSWORD)),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = erin
-        .send(app, Method::POST, "/api/v1/login", None, Some(login("not-her-password")))
+        .send(
+            app,
+            Method::POST,
+            "/api/v1/login",
+            None,
+            Some(login("not-her-password")),
+        )
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = erin
@@ -123,7 +133,10 @@ async fn erin_with_history(app: &TestApp) -> Erin {
 }
 
 fn leaks<'a>(dump: &str, markers: &'a [String]) -> Vec<&'a String> {
-    markers.iter().filter(|m| dump.contains(m.as_str())).collect()
+    markers
+        .iter()
+        .filter(|m| dump.contains(m.as_str()))
+        .collect()
 }
 
 async fn an_erased_user_leaves_no_personal_data_anywhere(backend: Backend) {
@@ -160,7 +173,11 @@ async fn an_erased_user_leaves_no_personal_data_anywhere(backend: Backend) {
     let before_erasure = head;
 
     let erased = app
-        .admin(Method::POST, &format!("/api/v1/users/{}/erase", erin.id), None)
+        .admin(
+            Method::POST,
+            &format!("/api/v1/users/{}/erase", erin.id),
+            None,
+        )
         .await;
     assert_eq!(erased.status, StatusCode::OK, "{}", erased.text());
     assert_eq!(erased.json()["user"]["username"], "erased");
@@ -186,11 +203,13 @@ async fn an_erased_user_leaves_no_personal_data_anywhere(backend: Backend) {
         .await
         .json();
     let items = timeline["items"].as_array().unwrap();
-    let types: Vec<&str> = items
-        .iter()
-        .map(|i| i["type"].as_str().unwrap())
-        .collect();
-    for expected in ["user.password.set", "user.login.succeeded", "user.login.failed", "user.erased"] {
+    let types: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    for expected in [
+        "user.password.set",
+        "user.login.succeeded",
+        "user.login.failed",
+        "user.erased",
+    ] {
         assert!(types.contains(&expected), "{types:?}");
     }
     assert!(
@@ -261,7 +280,11 @@ async fn an_erased_user_takes_no_further_command(backend: Backend) {
         (Method::POST, "/erase", None),
         (Method::POST, "/suspend", None),
         (Method::POST, "/unlock", None),
-        (Method::PATCH, "", Some(json!({ "display_name": "Back Again" }))),
+        (
+            Method::PATCH,
+            "",
+            Some(json!({ "display_name": "Back Again" })),
+        ),
         (
             Method::PUT,
             "/password-management",
@@ -269,7 +292,12 @@ async fn an_erased_user_takes_no_further_command(backend: Backend) {
         ),
     ] {
         let answer = app.admin(method, &format!("{path}{suffix}"), body).await;
-        assert_eq!(answer.status, StatusCode::GONE, "{suffix}: {}", answer.text());
+        assert_eq!(
+            answer.status,
+            StatusCode::GONE,
+            "{suffix}: {}",
+            answer.text()
+        );
         assert_eq!(answer.json()["code"], "user_erased", "{suffix}");
     }
     // Her old username and email are free again, and logging in with them finds nobody.
@@ -283,7 +311,12 @@ async fn an_erased_user_takes_no_further_command(backend: Backend) {
         .admin_read(&format!("{path}/timeline"), app.head().await)
         .await
         .json();
-    let last = timeline["items"].as_array().unwrap().last().unwrap().clone();
+    let last = timeline["items"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert!(last["position"].as_u64().unwrap() <= head, "{timeline}");
 
     let unknown = app
@@ -321,7 +354,10 @@ async fn a_user_from_before_sealing_cannot_be_erased(backend: Backend) {
     assert_eq!(refused.json()["code"], "erasure_unsupported_legacy");
     assert_eq!(app.head().await, head, "a refused erasure writes nothing");
     // Such a user goes on working as before.
-    assert_eq!(app.login("olden", GOOD_PASSWORD).await.status, StatusCode::OK);
+    assert_eq!(
+        app.login("olden", GOOD_PASSWORD).await.status,
+        StatusCode::OK
+    );
 }
 
 async fn dump_table(app: &TestApp, table: &str) -> String {

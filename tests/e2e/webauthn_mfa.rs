@@ -28,7 +28,7 @@ on_both_backends!(
 
 const ORIGIN: &str = "https://auth.example.com";
 
-async fn enable_webauthn(app: &TestApp, extra: Value) {
+pub async fn enable_webauthn(app: &TestApp, extra: Value) {
     let mut settings = json!({
         "enabled": true,
         "relying_party_id": "example.com",
@@ -49,13 +49,13 @@ async fn enable_webauthn(app: &TestApp, extra: Value) {
     assert_eq!(put.status, StatusCode::OK, "{}", put.text());
 }
 
-async fn user(app: &TestApp, name: &str) -> String {
+pub async fn user(app: &TestApp, name: &str) -> String {
     let created = app.create_user(name, Some(GOOD_PASSWORD)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
     created.json()["user"]["id"].as_str().unwrap().to_owned()
 }
 
-async fn session(app: &TestApp, name: &str) -> String {
+pub async fn session(app: &TestApp, name: &str) -> String {
     let login = app.login(name, GOOD_PASSWORD).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text());
     assert_eq!(login.json()["status"], "authenticated", "{}", login.text());
@@ -73,7 +73,7 @@ async fn post(
 }
 
 /// Registers a key for the session's user; answers the finish call.
-async fn register_own_key(
+pub async fn register_own_key(
     app: &TestApp,
     token: &str,
     key: &mut SoftKey,

@@ -11,7 +11,9 @@ use axum::extract::State;
 use keyledger_domain::DEFAULT_TENANT_ID;
 use keyledger_domain::user::UserCommand;
 use keyledger_store::personal::{DATA_KEY_SECRET, ERASED_TOMBSTONE, KeyState};
-use keyledger_store::{AppendRequest, ClaimChange, ExpectedVersion, SecretWrite, SideWrites, StreamId};
+use keyledger_store::{
+    AppendRequest, ClaimChange, ExpectedVersion, SecretWrite, SideWrites, StreamId,
+};
 use uuid::Uuid;
 
 use super::users::{UserBody, UserWritten};
@@ -58,9 +60,13 @@ pub async fn erase_user(
     let ctx = context(&state, DEFAULT_TENANT_ID, &request, admin.actor);
     let executed = state
         .users
-        .execute(&user_id, UserCommand::Erase { at: ctx.now }, &(), &ctx, |_, _, _| {
-            side.clone()
-        })
+        .execute(
+            &user_id,
+            UserCommand::Erase { at: ctx.now },
+            &(),
+            &ctx,
+            |_, _, _| side.clone(),
+        )
         .await
         .map_err(user_error)?;
     // A claim or secret added while the erasure was being decided (a key registered a moment

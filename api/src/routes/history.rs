@@ -17,8 +17,9 @@ use crate::error::ApiError;
 use crate::extract::{Admin, ApiPath, ApiQuery, ReadAfter};
 use crate::state::AppState;
 
-/// Folds the user's stream up to `as_of` with the users view's fold: the answer is what
-/// `GET /users/{id}` showed once the log had reached that point.
+/// Folds the user's stream up to `as_of` with the users and MFA views' folds: the answer is
+/// what `GET /users/{id}` showed once the log had reached that point, plus the credentials the
+/// user held then and whether TOTP was enrolled.
 pub async fn user_as_of(state: &AppState, id: Uuid, as_of: &str) -> Result<UserBody, ApiError> {
     let point: AsOf = as_of
         .parse()
@@ -33,7 +34,10 @@ pub async fn user_as_of(state: &AppState, id: Uuid, as_of: &str) -> Result<UserB
         .row
         .filter(|r| r.tenant_id == DEFAULT_TENANT_ID)
         .ok_or(ApiError::NotFound("user"))?;
-    Ok(UserBody::from_row(row, found.at))
+    let mut body = UserBody::from_row(row, found.at).with_mfa(found.mfa.as_ref());
+    body.credentials = Some(found.user.webauthn_credentials().map(Into::into).collect());
+    body.totp_enrolled = Some(found.mfa.as_ref().is_some_and(|m| m.totp));
+    Ok(body)
 }
 
 /// Whether an event belongs on a user's authentication timeline: login attempts, locks,

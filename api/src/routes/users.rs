@@ -49,6 +49,12 @@ pub struct UserBody {
     /// "MFA: User Requirement": `required`, `optional`, or null when the user follows the
     /// tenant's requirement.
     pub mfa_user_requirement: Option<String>,
+    /// Only in an `as_of` answer: the WebAuthn credentials the user held then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<super::credentials::CredentialBody>>,
+    /// Only in an `as_of` answer: whether TOTP was enrolled then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub totp_enrolled: Option<bool>,
 }
 
 impl UserBody {
@@ -69,6 +75,8 @@ impl UserBody {
             last_login_at: row.last_login_at,
             mfa_webauthn: 0,
             mfa_user_requirement: None,
+            credentials: None,
+            totp_enrolled: None,
         }
     }
 
@@ -112,6 +120,8 @@ impl UserBody {
                 }
                 .to_owned()
             }),
+            credentials: None,
+            totp_enrolled: None,
         }
     }
 }

@@ -12,8 +12,8 @@ use super::events::{
     AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
     LoginMethod, LoginSucceeded, MfaFailed, MfaRequirementChanged, PasswordChangeBy,
     PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordReset,
-    PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserEvent,
-    UserErased, UserReactivated, UserSuspended,
+    PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserErased,
+    UserEvent, UserReactivated, UserSuspended,
 };
 use super::second_factor::{SecondFactors, WebauthnCredential};
 use crate::lockout::{LockoutPolicy, MAX_FAILURES_LIMIT};

@@ -20,7 +20,7 @@ pub use events::{
     NewCredential, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
     PasswordRejected, PasswordReset, PasswordResetRequested, PasswordSet, ProfileUpdated,
     TotpAdded, TotpRemoved, TotpUsed, UnlockedBy, UserCreated, UserErased, UserEvent,
-    UserReactivated,
-    UserSuspended, WebauthnRegistered, WebauthnRemoved, WebauthnRenamed, WebauthnUsed,
+    UserReactivated, UserSuspended, WebauthnRegistered, WebauthnRemoved, WebauthnRenamed,
+    WebauthnUsed,
 };
 pub use second_factor::{SecondFactors, TotpState, WebauthnCredential};

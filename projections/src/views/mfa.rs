@@ -78,7 +78,8 @@ fn count_of(row: &mut MfaRow, kind: CredentialKind) -> &mut u32 {
     }
 }
 
-fn concerns_mfa(event: &UserEvent) -> bool {
+/// Whether the event changes a user's MFA row (a user has no row before the first such event).
+pub fn concerns_mfa(event: &UserEvent) -> bool {
     matches!(
         event,
         UserEvent::WebauthnRegistered(_)

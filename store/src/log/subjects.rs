@@ -27,9 +27,14 @@ pub(super) struct Sealer {
 pub(super) enum Sealed {
     Nothing,
     /// The request was sealed with this subject's key (new if the request creates it).
-    With { subject: String, key: DataKey },
+    With {
+        subject: String,
+        key: DataKey,
+    },
     /// The request erases its subject.
-    Erasing { subject: String },
+    Erasing {
+        subject: String,
+    },
 }
 
 impl Sealer {
@@ -39,14 +44,19 @@ impl Sealer {
         request: &mut AppendRequest,
     ) -> Result<Sealed, AppendError> {
         let subject = &request.stream.id;
-        let erasing = request
-            .secrets
-            .iter()
-            .any(|s| s.kind == DATA_KEY_SECRET && s.value.as_deref() == Some(personal::ERASED_TOMBSTONE));
+        let erasing = request.secrets.iter().any(|s| {
+            s.kind == DATA_KEY_SECRET && s.value.as_deref() == Some(personal::ERASED_TOMBSTONE)
+        });
         // Claims and secrets alone carry no personal data into the log: an erasure's own
         // clean-up is such a request.
         if !personal::is_subject_stream(&request.stream) || request.events.is_empty() {
-            return Ok(if erasing { Sealed::Erasing { subject: subject.clone() } } else { Sealed::Nothing });
+            return Ok(if erasing {
+                Sealed::Erasing {
+                    subject: subject.clone(),
+                }
+            } else {
+                Sealed::Nothing
+            });
         }
         let remembered = self.remembered(subject);
         let key = match remembered {
@@ -89,7 +99,9 @@ impl Sealer {
     /// Remembers a key only once an append that used it committed (a new key that lost a race
     /// was never stored), and forgets an erased subject's key.
     pub(super) fn settle(&self, sealed: Sealed, committed: bool) {
-        let Ok(mut keys) = self.keys.lock() else { return };
+        let Ok(mut keys) = self.keys.lock() else {
+            return;
+        };
         match sealed {
             Sealed::Nothing => {}
             Sealed::With { subject, key } if committed => {
@@ -130,8 +142,8 @@ pub(super) async fn data_keys(
              WHERE owner_kind = $1 AND kind = $2 AND owner_id IN ({list})"
         );
         let mut query = sqlx::query(&sql)
-        .bind(SUBJECT_STREAM_KIND)
-        .bind(DATA_KEY_SECRET);
+            .bind(SUBJECT_STREAM_KIND)
+            .bind(DATA_KEY_SECRET);
         for id in chunk {
             query = query.bind(*id);
         }
