@@ -9,13 +9,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use keyledger_store::{EventLog, RecordedEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiQuery};
@@ -26,50 +24,7 @@ const STREAM_PAGE: u32 = 500;
 
 /// An event as stored, with what its hash covers: the same shape as a line of
 /// `keyledger replay export --format jsonl`, so a page saved line by line verifies offline.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventBody {
-    pub position: u64,
-    pub event_id: Uuid,
-    pub tenant_id: Uuid,
-    pub stream_kind: String,
-    pub stream_id: String,
-    pub stream_version: u64,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub schema_version: u32,
-    pub recorded_at: DateTime<Utc>,
-    /// `recorded_at` in microseconds since the epoch: what the hash covers.
-    pub recorded_at_us: i64,
-    /// The payload JSON text exactly as hashed.
-    pub payload: String,
-    /// The metadata JSON text exactly as hashed.
-    pub metadata: String,
-    /// Hex.
-    pub prev_hash: String,
-    /// Hex.
-    pub hash: String,
-}
-
-impl From<&RecordedEvent> for EventBody {
-    fn from(e: &RecordedEvent) -> Self {
-        Self {
-            position: e.position,
-            event_id: e.event_id,
-            tenant_id: e.tenant_id,
-            stream_kind: e.stream.kind.clone(),
-            stream_id: e.stream.id.clone(),
-            stream_version: e.stream_version,
-            event_type: e.event_type.clone(),
-            schema_version: e.schema_version,
-            recorded_at: e.recorded_at,
-            recorded_at_us: e.recorded_at.timestamp_micros(),
-            payload: e.payload.clone(),
-            metadata: e.metadata.clone(),
-            prev_hash: hex::encode(e.prev_hash),
-            hash: hex::encode(e.hash),
-        }
-    }
-}
+pub use keyledger_store::ExportedEvent as EventBody;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
