@@ -37,8 +37,8 @@ use tokio::net::TcpListener;
 
 use crate::error::ApiError;
 use crate::routes::{
-    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, portal,
-    settings, step_up, system, users, webauthn_settings, webhooks,
+    applications, audit, auth, checkpoints, credentials, erasure, events, history, mfa,
+    password_reset, portal, settings, step_up, system, users, webauthn_settings, webhooks,
 };
 pub use crate::startup::{ServerOptions, StartupError, start};
 pub use crate::state::{ApiConfig, AppState};
@@ -111,6 +111,15 @@ pub fn app(state: AppState) -> Router {
         .route("/events", get(events::list_events))
         .route("/events/stream", get(events::stream_events))
         .route("/users/{id}/timeline", get(history::timeline))
+        .route(
+            "/applications",
+            post(applications::create_application).get(applications::list_applications),
+        )
+        .route("/applications/{id}", get(applications::get_application))
+        .route(
+            "/applications/{id}/workflows",
+            put(applications::put_workflows),
+        )
         .merge(second_factor_routes());
     Router::new()
         .nest("/api/v1", v1)

@@ -5,8 +5,8 @@ use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    audit, auth, checkpoints, credentials, erasure, events, history, mfa, password_reset, settings,
-    step_up, system, users, webauthn_settings, webhooks,
+    applications, audit, auth, checkpoints, credentials, erasure, events, history, mfa,
+    password_reset, settings, step_up, system, users, webauthn_settings, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -43,6 +43,8 @@ use crate::routes::{
         step_up::webauthn_begin, step_up::webauthn_finish, step_up::totp_step_up,
         password_reset::request_reset, password_reset::webauthn_begin,
         password_reset::complete_reset,
+        applications::create_application, applications::list_applications,
+        applications::get_application, applications::put_workflows,
     ),
     components(schemas(crate::routes::Written, crate::error::Problem)),
     modifiers(&BearerSchemes, &ProblemResponses)

@@ -1,13 +1,28 @@
-//! The tenant's WebAuthn relying party, through webauthn-rs: building it from the settings,
-//! reading what a verified registration tells about the credential, and naming why a
-//! ceremony was refused.
+//! The tenant's WebAuthn relying party: building it from the settings, running registration
+//! and assertion under a workflow's user verification, reading what a verified registration
+//! tells about the credential, and naming why a ceremony was refused.
+//!
+//! webauthn-rs's `Webauthn` fixes user verification to `required` for passkeys, while each of
+//! our workflows chooses its own (required / preferred / discouraged). So the ceremonies run on
+//! webauthn-rs-core's `WebauthnCore`, configured as webauthn-rs configures it (exact origins,
+//! no subdomains, no other ports), with the policy passed in; and `required` is checked again
+//! here at finish, so the rule holds whatever the library's defaults become.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keyledger_domain::mfa::{CredentialId, CredentialKind, WebauthnSettings};
+use keyledger_domain::mfa::{CredentialId, CredentialKind, UserVerification, WebauthnSettings};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{MfaFailureReason, NewCredential};
-use webauthn_rs::prelude::{Passkey, Url, Webauthn, WebauthnBuilder, WebauthnError};
+use serde::{Deserialize, Serialize};
+use webauthn_rs::prelude::{
+    AuthenticatorAttachment, CreationChallengeResponse, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, Url, WebauthnError,
+};
+use webauthn_rs_core::WebauthnCore;
+use webauthn_rs_core::proto::{
+    AuthenticationResult, AuthenticationState, Credential, CredentialID, RegistrationState,
+    RequestAuthenticationExtensions, UserVerificationPolicy,
+};
 
 use crate::error::ApiError;
 
@@ -21,8 +36,34 @@ pub fn passkey_secret_kind(credential_id: &CredentialId) -> String {
 
 pub const PASSKEY_SECRET_PREFIX: &str = "webauthn:";
 
+/// A credential's record kept beside the log: the shape webauthn-rs gives a `Passkey`
+/// (`{"cred": ...}`), so records written before the ceremonies moved to webauthn-rs-core
+/// read the same.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub cred: Credential,
+}
+
+impl KeyRecord {
+    pub fn cred_id(&self) -> &CredentialID {
+        &self.cred.cred_id
+    }
+
+    /// Keeps what an accepted assertion tells: the new sign count and backup flags.
+    pub fn update(&mut self, result: &AuthenticationResult) {
+        self.cred.counter = result.counter();
+        self.cred.backup_state = result.backup_state();
+        self.cred.backup_eligible = result.backup_eligible();
+    }
+}
+
+/// The relying party of a tenant whose WebAuthn is enabled.
+pub struct RelyingParty {
+    core: WebauthnCore,
+}
+
 /// The relying party of a tenant whose WebAuthn is enabled; a clear 409 otherwise.
-pub fn relying_party(tenant: &Tenant) -> Result<Webauthn, ApiError> {
+pub fn relying_party(tenant: &Tenant) -> Result<RelyingParty, ApiError> {
     let settings: &WebauthnSettings = tenant.webauthn_settings();
     let disabled = || ApiError::Conflict {
         code: "webauthn_disabled",
@@ -37,38 +78,134 @@ pub fn relying_party(tenant: &Tenant) -> Result<Webauthn, ApiError> {
         .iter()
         .map(|origin| Url::parse(origin.as_str()).map_err(ApiError::internal))
         .collect::<Result<Vec<_>, _>>()?;
-    let (first, rest) = urls.split_first().ok_or_else(disabled)?;
-    let mut builder = WebauthnBuilder::new(rp_id.as_str(), first)
-        .map_err(ApiError::internal)?
-        .rp_name(tenant.relying_party_name());
-    for url in rest {
-        builder = builder.append_allowed_origin(url);
+    if urls.is_empty() {
+        return Err(disabled());
     }
-    builder
-        .timeout(std::time::Duration::from_secs(CEREMONY_SECONDS as u64))
-        .build()
-        .map_err(ApiError::internal)
+    let core = WebauthnCore::new_unsafe_experts_only(
+        tenant.relying_party_name(),
+        rp_id.as_str(),
+        urls,
+        std::time::Duration::from_secs(CEREMONY_SECONDS as u64),
+        Some(false),
+        Some(false),
+    );
+    Ok(RelyingParty { core })
 }
 
-pub fn credential_id_of(passkey: &Passkey) -> Result<CredentialId, ApiError> {
-    let bytes: &[u8] = passkey.cred_id().as_ref();
+fn policy(uv: UserVerification) -> UserVerificationPolicy {
+    match uv {
+        UserVerification::Required => UserVerificationPolicy::Required,
+        UserVerification::Preferred => UserVerificationPolicy::Preferred,
+        UserVerification::Discouraged => UserVerificationPolicy::Discouraged_DO_NOT_USE,
+    }
+}
+
+/// What a registration asks of the authenticator.
+pub struct RegistrationRequest<'a> {
+    pub user_id: uuid::Uuid,
+    pub user_name: &'a str,
+    pub display_name: &'a str,
+    pub exclude: Vec<CredentialID>,
+    pub user_verification: UserVerification,
+    pub attachment: AuthenticatorAttachment,
+    /// The key must keep the credential, so that it can name the user by itself.
+    pub discoverable: bool,
+}
+
+/// Why an assertion was refused, for the log.
+pub type Refusal = MfaFailureReason;
+
+impl RelyingParty {
+    pub fn start_registration(
+        &self,
+        request: RegistrationRequest<'_>,
+    ) -> Result<(CreationChallengeResponse, RegistrationState), ApiError> {
+        let builder = self
+            .core
+            .new_challenge_register_builder(
+                request.user_id.as_bytes(),
+                request.user_name,
+                request.display_name,
+            )
+            .map_err(ApiError::internal)?
+            .user_verification_policy(policy(request.user_verification))
+            .exclude_credentials(Some(request.exclude))
+            .require_resident_key(request.discoverable)
+            .authenticator_attachment(Some(request.attachment));
+        self.core
+            .generate_challenge_register(builder)
+            .map_err(ApiError::internal)
+    }
+
+    pub fn finish_registration(
+        &self,
+        credential: &RegisterPublicKeyCredential,
+        state: &RegistrationState,
+    ) -> Result<KeyRecord, WebauthnError> {
+        let cred = self.core.register_credential(credential, state, None)?;
+        Ok(KeyRecord { cred })
+    }
+
+    /// Starts an assertion against `keys` (none: a discoverable one, where the key names the
+    /// user), asking the workflow's user verification. `appid` is the U2F AppID that legacy
+    /// keys were registered under, when any is offered.
+    pub fn start_assertion(
+        &self,
+        keys: Vec<Credential>,
+        user_verification: UserVerification,
+        appid: Option<String>,
+    ) -> Result<(RequestChallengeResponse, AuthenticationState), ApiError> {
+        let extensions = appid.map(|appid| RequestAuthenticationExtensions {
+            appid: Some(appid),
+            uvm: None,
+            hmac_get_secret: None,
+        });
+        let builder = self
+            .core
+            .new_challenge_authenticate_builder(keys, Some(policy(user_verification)))
+            .map_err(ApiError::internal)?
+            .extensions(extensions);
+        self.core
+            .generate_challenge_authenticate(builder)
+            .map_err(ApiError::internal)
+    }
+
+    /// Verifies an assertion against `key`, then the workflow's user verification.
+    pub fn finish_assertion(
+        &self,
+        credential: &PublicKeyCredential,
+        state: &AuthenticationState,
+        key: &KeyRecord,
+        user_verification: UserVerification,
+    ) -> Result<AuthenticationResult, Refusal> {
+        let result = self
+            .core
+            .authenticate_single_credential(credential, state, &key.cred)
+            .map_err(|error| failure_reason(&error))?;
+        if user_verification == UserVerification::Required && !result.user_verified() {
+            return Err(MfaFailureReason::UserVerificationMissing);
+        }
+        Ok(result)
+    }
+}
+
+pub fn credential_id_of(key: &KeyRecord) -> Result<CredentialId, ApiError> {
+    let bytes: &[u8] = key.cred_id().as_ref();
     CredentialId::parse(&URL_SAFE_NO_PAD.encode(bytes)).map_err(ApiError::internal)
 }
 
-/// What the log records about a newly registered credential. webauthn-rs keeps the flags in
-/// its serialised record of the credential; they are read from there rather than from the
-/// raw attestation (no hand-written CBOR).
+/// What the log records about a newly registered credential, read from webauthn-rs's record
+/// of it rather than from the raw attestation (no hand-written CBOR).
 pub fn new_credential(
-    passkey: &Passkey,
+    key: &KeyRecord,
     label: String,
     kind: CredentialKind,
     transports: Vec<String>,
 ) -> Result<NewCredential, ApiError> {
-    let record = serde_json::to_value(passkey).map_err(ApiError::internal)?;
+    let record = serde_json::to_value(key).map_err(ApiError::internal)?;
     let cred = &record["cred"];
-    let flag = |name: &str| cred[name].as_bool().unwrap_or(false);
     Ok(NewCredential {
-        credential_id: credential_id_of(passkey)?,
+        credential_id: credential_id_of(key)?,
         label,
         kind,
         // With attestation "none" (what passkeys ask for) the authenticator model is not
@@ -79,13 +216,10 @@ pub fn new_credential(
             .unwrap_or_default(),
         authenticator_name: None,
         transports,
-        user_verified: flag("user_verified"),
-        backup_eligible: flag("backup_eligible"),
-        backed_up: flag("backup_state"),
-        sign_count: cred["counter"]
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(0),
+        user_verified: key.cred.user_verified,
+        backup_eligible: key.cred.backup_eligible,
+        backed_up: key.cred.backup_state,
+        sign_count: key.cred.counter,
     })
 }
 

@@ -13,17 +13,15 @@ use totp_rs::{Algorithm, Builder, Totp};
 use utoipa::ToSchema;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    AuthenticatorAttachment, CreationChallengeResponse, Passkey, PasskeyRegistration,
-    RegisterPublicKeyCredential,
+    AuthenticatorAttachment, CreationChallengeResponse, RegisterPublicKeyCredential,
 };
-
-use webauthn_rs_proto::ResidentKeyRequirement;
+use webauthn_rs_core::proto::RegistrationState as CoreRegistrationState;
 
 use crate::commands::{CREDENTIAL_CLAIM, CREDENTIAL_CLAIM_SCOPE, user_error, user_stream};
 use crate::error::ApiError;
 use crate::relying_party::{
-    CEREMONY_SECONDS, PASSKEY_SECRET_PREFIX, credential_id_of, new_credential, passkey_secret_kind,
-    relying_party,
+    CEREMONY_SECONDS, KeyRecord, PASSKEY_SECRET_PREFIX, RegistrationRequest, credential_id_of,
+    new_credential, passkey_secret_kind, relying_party,
 };
 use crate::state::AppState;
 use crate::tokens;
@@ -79,22 +77,22 @@ pub struct RegisterFinish {
 struct RegistrationState {
     kind: CredentialKind,
     by: CredentialActor,
-    registration: PasskeyRegistration,
+    registration: CoreRegistrationState,
 }
 
 /// The user's passkey records kept beside the log, by credential id.
 pub async fn user_passkeys(
     state: &AppState,
     user_id: Uuid,
-) -> Result<Vec<(CredentialId, Passkey)>, ApiError> {
+) -> Result<Vec<(CredentialId, KeyRecord)>, ApiError> {
     let rows = state
         .log
         .secrets_with_prefix(&user_stream(user_id), PASSKEY_SECRET_PREFIX)
         .await?;
     rows.into_iter()
         .map(|(_, value)| {
-            let passkey: Passkey = serde_json::from_str(&value).map_err(ApiError::internal)?;
-            Ok((credential_id_of(&passkey)?, passkey))
+            let key: KeyRecord = serde_json::from_str(&value).map_err(ApiError::internal)?;
+            Ok((credential_id_of(&key)?, key))
         })
         .collect()
 }
@@ -142,25 +140,25 @@ pub async fn begin_registration(
     let exclude = user_passkeys(state, user.id())
         .await?
         .into_iter()
-        .map(|(_, passkey)| passkey.cred_id().clone())
+        .map(|(_, key)| key.cred_id().clone())
         .collect();
-    let display = user.display_name().unwrap_or(user.username());
-    let (mut options, registration) = rp
-        .start_passkey_registration(user.id(), user.username(), display, Some(exclude))
-        .map_err(ApiError::internal)?;
+    let settings = tenant.webauthn_settings();
     // The kind the user chose steers the browser to the right authenticator. When the
     // tenant allows passwordless login, the key must keep the credential (discoverable), so
-    // that it can name the user by itself.
-    if let Some(selection) = options.public_key.authenticator_selection.as_mut() {
-        selection.authenticator_attachment = Some(match kind {
+    // that it can name the user by itself. A key must verify the user if a workflow it will
+    // serve requires that.
+    let (options, registration) = rp.start_registration(RegistrationRequest {
+        user_id: user.id(),
+        user_name: user.username(),
+        display_name: user.display_name().unwrap_or(user.username()),
+        exclude,
+        user_verification: settings.registration_user_verification(),
+        attachment: match kind {
             NewKind::SecurityKey => AuthenticatorAttachment::CrossPlatform,
             NewKind::DeviceAuthenticator => AuthenticatorAttachment::Platform,
-        });
-        if tenant.webauthn_settings().bootstrap.enabled {
-            selection.resident_key = Some(ResidentKeyRequirement::Required);
-            selection.require_resident_key = true;
-        }
-    }
+        },
+        discoverable: settings.bootstrap.enabled,
+    })?;
     let ceremony_state = RegistrationState {
         kind: kind.into(),
         by,
@@ -212,10 +210,13 @@ pub async fn finish_registration(
             tracing::info!(user_id = %user_id, "registration refused: challenge expired, used or unknown");
             ApiError::CeremonyFailed
         })?;
-    let pending: RegistrationState =
-        serde_json::from_str(&ceremony.state).map_err(ApiError::internal)?;
+    // A state that does not parse was begun by an older version: it is as good as expired.
+    let pending: RegistrationState = serde_json::from_str(&ceremony.state).map_err(|_| {
+        tracing::info!(user_id = %user_id, "registration refused: ceremony state from an older version");
+        ApiError::CeremonyFailed
+    })?;
     let passkey = rp
-        .finish_passkey_registration(&finish.credential, &pending.registration)
+        .finish_registration(&finish.credential, &pending.registration)
         .map_err(|error| {
             tracing::info!(user_id = %user_id, %error, "registration refused");
             ApiError::CeremonyFailed

@@ -80,6 +80,7 @@ pub async fn start(
         users: CommandExecutor::new(log.clone()),
         tenants,
         webhooks: CommandExecutor::new(log.clone()),
+        applications: CommandExecutor::new(log.clone()),
         delivery,
         sessions: SessionStore::new(log.database().clone()),
         ceremonies: keyledger_store::CeremonyStore::new(log.database().clone()),

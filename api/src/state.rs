@@ -45,6 +45,7 @@ pub struct Services {
     pub users: CommandExecutor<User>,
     pub tenants: CommandExecutor<Tenant>,
     pub webhooks: CommandExecutor<WebhookSubscription>,
+    pub applications: CommandExecutor<keyledger_domain::application::Application>,
     /// Webhook delivery: the ping endpoint sends through it, and its address policy guards
     /// subscription targets.
     pub delivery: Delivery,

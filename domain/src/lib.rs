@@ -10,6 +10,7 @@
 //! parse-don't-validate newtypes, [`password`] and [`lockout`] the policies. `docs/events.md` is
 //! the catalog of stored events.
 
+pub mod application;
 pub mod lockout;
 pub mod mfa;
 pub mod password;

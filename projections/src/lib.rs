@@ -22,7 +22,7 @@ pub mod webhooks;
 pub use error::ProjectionError;
 pub use progress::ViewProgress;
 pub use runner::{Projection, spawn_all};
-pub use views::{AuditView, MfaView, UsersView};
+pub use views::{ApplicationsView, AuditView, MfaView, UsersView};
 
 /// Names of every projection, in the order they are migrated and rebuilt.
 pub const PROJECTIONS: &[&str] = &[
@@ -30,4 +30,5 @@ pub const PROJECTIONS: &[&str] = &[
     views::audit::NAME,
     views::mfa::NAME,
     webhooks::view::NAME,
+    views::applications::NAME,
 ];

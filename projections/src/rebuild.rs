@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, Connection, Row};
 use crate::checkpoint::{self, to_i64, to_u64};
 use crate::error::ProjectionError;
 use crate::runner::{Projection, migrate_all};
-use crate::views::{AuditView, MfaView, UsersView};
+use crate::views::{ApplicationsView, AuditView, MfaView, UsersView};
 use crate::webhooks::view::SubscriptionsView;
 
 /// Events folded per transaction into the fresh tables.
@@ -50,6 +50,9 @@ pub async fn rebuild(
             crate::views::audit::NAME => swap_in(&AuditView, log, &mut progress).await?,
             crate::views::mfa::NAME => swap_in(&MfaView, log, &mut progress).await?,
             crate::webhooks::view::NAME => swap_in(&SubscriptionsView, log, &mut progress).await?,
+            crate::views::applications::NAME => {
+                swap_in(&ApplicationsView, log, &mut progress).await?
+            }
             other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
         };
     }
@@ -98,6 +101,9 @@ pub async fn compare(
             crate::views::mfa::NAME => compare_one(&MfaView, log, &mut progress).await?,
             crate::webhooks::view::NAME => {
                 compare_one(&SubscriptionsView, log, &mut progress).await?
+            }
+            crate::views::applications::NAME => {
+                compare_one(&ApplicationsView, log, &mut progress).await?
             }
             other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
         });

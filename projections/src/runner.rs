@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::checkpoint;
 use crate::error::ProjectionError;
 use crate::progress::ViewProgress;
-use crate::views::{AuditView, MfaView, UsersView};
+use crate::views::{ApplicationsView, AuditView, MfaView, UsersView};
 use crate::webhooks::view::SubscriptionsView;
 
 /// Events folded per transaction.
@@ -70,6 +70,7 @@ pub async fn migrate_all(log: &EventLog) -> Result<(), ProjectionError> {
     migrate_one(&AuditView, &mut conn).await?;
     migrate_one(&MfaView, &mut conn).await?;
     migrate_one(&SubscriptionsView, &mut conn).await?;
+    migrate_one(&ApplicationsView, &mut conn).await?;
     crate::webhooks::state::migrate(&mut conn).await
 }
 
@@ -141,7 +142,13 @@ pub fn spawn_all(
             progress.clone(),
             shutdown.clone(),
         )),
-        tokio::spawn(follow(SubscriptionsView, log, progress, shutdown)),
+        tokio::spawn(follow(
+            SubscriptionsView,
+            log.clone(),
+            progress.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(follow(ApplicationsView, log, progress, shutdown)),
     ]
 }
 

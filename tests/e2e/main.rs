@@ -21,6 +21,7 @@ mod sessions;
 mod users;
 mod webauthn_browser;
 mod webauthn_mfa;
+mod webauthn_policies;
 mod webhooks;
 
 pub use keyledger_tests::{Backend, TestApp};

@@ -26,7 +26,7 @@ on_both_backends!(
     changing_the_password_needs_a_fresh_factor_when_the_user_has_one,
 );
 
-const ORIGIN: &str = "https://auth.example.com";
+pub(crate) const ORIGIN: &str = "https://auth.example.com";
 
 pub async fn enable_webauthn(app: &TestApp, extra: Value) {
     let mut settings = json!({
@@ -62,7 +62,7 @@ pub async fn session(app: &TestApp, name: &str) -> String {
     login.json()["token"].as_str().unwrap().to_owned()
 }
 
-async fn post(
+pub(crate) async fn post(
     app: &TestApp,
     path: &str,
     token: Option<&str>,
@@ -99,7 +99,7 @@ pub async fn register_own_key(
 }
 
 /// Password, then `mfa_required`; answers the MFA token.
-async fn mfa_token(app: &TestApp, name: &str) -> String {
+pub(crate) async fn mfa_token(app: &TestApp, name: &str) -> String {
     let login = app.login(name, GOOD_PASSWORD).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text());
     let body = login.json();
@@ -111,7 +111,7 @@ async fn mfa_token(app: &TestApp, name: &str) -> String {
     body["mfa_token"].as_str().unwrap().to_owned()
 }
 
-async fn assertion_begin(app: &TestApp, mfa: &str) -> Value {
+pub(crate) async fn assertion_begin(app: &TestApp, mfa: &str) -> Value {
     let begin = post(
         app,
         "/api/v1/login/mfa/webauthn/begin",
@@ -123,7 +123,7 @@ async fn assertion_begin(app: &TestApp, mfa: &str) -> Value {
     begin.json()
 }
 
-async fn assertion_finish(
+pub(crate) async fn assertion_finish(
     app: &TestApp,
     mfa: &str,
     begin: &Value,
@@ -139,7 +139,7 @@ async fn assertion_finish(
 }
 
 /// The payloads of every event of `event_type`, oldest first.
-async fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
+pub(crate) async fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&app.database_url).await.unwrap();
     let rows = sqlx::query("SELECT payload FROM events WHERE event_type = $1 ORDER BY position")

@@ -25,6 +25,13 @@ impl SoftKey {
         }
     }
 
+    /// Without user verification: a key with no PIN or biometric, which only shows presence.
+    pub fn without_user_verification() -> Self {
+        Self {
+            inner: SoftPasskey::new(false),
+        }
+    }
+
     /// Answers `options` (the API's `options`, i.e. `{"publicKey": ..}`) as if the page at
     /// `origin` called `navigator.credentials.create`.
     pub fn register(&mut self, origin: &str, options: &Value) -> Value {

@@ -34,6 +34,8 @@ pub struct LoginRequest {
     pub username: Option<String>,
     pub email: Option<String>,
     pub password: String,
+    /// The application the user logs in to: its workflow overrides apply to the second step.
+    pub application_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -90,6 +92,11 @@ pub async fn login(
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<LoginAnswer>, ApiError> {
     let tenant_id = DEFAULT_TENANT_ID;
+    // An unknown application is refused before any password work: it says nothing about
+    // the account.
+    if let Some(id) = body.application_id {
+        super::applications::load_application(&state, tenant_id, id).await?;
+    }
     let (identifier, kind, normalized) = match (&body.username, &body.email) {
         (Some(u), None) => (
             u.trim().to_owned(),
@@ -200,7 +207,15 @@ pub async fn login(
         .iter()
         .any(|e| matches!(e, UserEvent::FirstFactorPassed(_)))
     {
-        let next = second_step(&state, &tenant, &executed.aggregate, attempt_id, ctx.now).await?;
+        let next = second_step(
+            &state,
+            &tenant,
+            &executed.aggregate,
+            attempt_id,
+            body.application_id,
+            ctx.now,
+        )
+        .await?;
         return Ok(Json(match next {
             Ok(challenge) => LoginAnswer::MfaRequired(challenge),
             Err(enrollment) => LoginAnswer::MfaEnrollmentRequired(enrollment),

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
 use keyledger_domain::mfa::CredentialActor;
+use keyledger_domain::mfa::{Attachment, UserVerification, Workflow};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{
     LoginMethod, MfaFailureReason, MfaMethod, SecondFactorProof, User, UserCommand, UserEvent,
@@ -17,15 +18,17 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use webauthn_rs::prelude::{PasskeyAuthentication, PublicKeyCredential, RequestChallengeResponse};
+use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse};
+use webauthn_rs_core::proto::AuthenticationState;
 
 use super::Written;
+use super::applications::effective_settings;
 use super::auth::LoginResponse;
 use crate::commands::{context, tenant, user_error, user_stream};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RequestContext, UserSession};
 use crate::metrics::Metrics;
-use crate::relying_party::{CEREMONY_SECONDS, failure_reason, passkey_secret_kind, relying_party};
+use crate::relying_party::{CEREMONY_SECONDS, RelyingParty, passkey_secret_kind, relying_party};
 use crate::second_factors::{
     NewKind, RegisterBeginBody, RegisterFinish, TOTP_SECRET, begin_registration,
     finish_registration, load_user, token_key, totp, totp_step, user_passkeys,
@@ -44,6 +47,9 @@ const MFA_TOKEN_MINUTES: i64 = 5;
 #[derive(Serialize, Deserialize)]
 struct PendingLogin {
     attempt_id: Uuid,
+    /// The application the login is for; its overrides decide which factors it offers.
+    #[serde(default)]
+    application_id: Option<Uuid>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,12 +78,17 @@ pub async fn second_step(
     tenant: &Tenant,
     user: &User,
     attempt_id: Uuid,
+    application_id: Option<Uuid>,
     now: DateTime<Utc>,
 ) -> Result<Result<MfaChallenge, EnrollmentChallenge>, ApiError> {
     let expires_at = now + Duration::minutes(MFA_TOKEN_MINUTES);
     let token = tokens::generate();
-    let pending =
-        serde_json::to_string(&PendingLogin { attempt_id }).map_err(ApiError::internal)?;
+    let pending = serde_json::to_string(&PendingLogin {
+        attempt_id,
+        application_id,
+    })
+    .map_err(ApiError::internal)?;
+    let settings = effective_settings(state, tenant, application_id).await?;
     let ceremony = |purpose: &str| Ceremony {
         purpose: purpose.into(),
         tenant_id: tenant.id(),
@@ -90,11 +101,26 @@ pub async fn second_step(
             .put(&token_key(&token), &ceremony(MFA_TOKEN), expires_at)
             .await?;
         let mut factors = Vec::new();
-        if user.webauthn_credentials().next().is_some() {
+        // WebAuthn is offered when the (application's) reauthentication workflow is on and
+        // the user holds a key of the attachment it allows.
+        let workflow = settings.reauthentication;
+        if settings.enabled
+            && workflow.enabled
+            && user
+                .webauthn_credentials()
+                .any(|c| workflow.attachment.allows(c.kind))
+        {
             factors.push("webauthn".to_owned());
         }
         if user.has_totp() {
             factors.push("totp".to_owned());
+        }
+        if factors.is_empty() {
+            tracing::info!(user_id = %user.id(), "login refused: no second factor usable under these settings");
+            return Err(ApiError::Forbidden {
+                code: "no_usable_second_factor",
+                detail: "none of the user's second factors may be used here (the WebAuthn workflow is off or allows other authenticators)".into(),
+            });
         }
         return Ok(Ok(MfaChallenge {
             status: "mfa_required",
@@ -103,7 +129,6 @@ pub async fn second_step(
             expires_at,
         }));
     }
-    let settings = tenant.webauthn_settings();
     if !(settings.enabled && settings.self_registration) {
         tracing::info!(user_id = %user.id(), "login refused: MFA required, none enrolled, self-registration off");
         return Err(ApiError::Forbidden {
@@ -189,10 +214,25 @@ pub async fn webauthn_begin(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<MfaTokenRequest>,
 ) -> Result<Json<AssertionBeginBody>, ApiError> {
-    let (pending, user_id, _) = pending_login(&state, &body.mfa_token, MFA_TOKEN).await?;
+    let (pending, user_id, login) = pending_login(&state, &body.mfa_token, MFA_TOKEN).await?;
     let tenant = tenant(&state, pending.tenant_id).await?;
+    let settings = effective_settings(&state, &tenant, login.application_id).await?;
+    if !settings.reauthentication.enabled {
+        return Err(ApiError::Conflict {
+            code: "reauthentication_disabled",
+            detail: "WebAuthn as a second factor (the reauthentication workflow) is off here"
+                .into(),
+        });
+    }
     Ok(Json(
-        begin_assertion(&state, &tenant, user_id, ASSERTION).await?,
+        begin_assertion(
+            &state,
+            &tenant,
+            user_id,
+            ASSERTION,
+            settings.reauthentication,
+        )
+        .await?,
     ))
 }
 
@@ -235,6 +275,15 @@ async fn record_failure(
     Ok(())
 }
 
+/// What an assertion ceremony remembers between begin and finish: the library's state and
+/// what the workflow asked, so that finish checks what begin promised.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AssertionState {
+    authentication: AuthenticationState,
+    user_verification: UserVerification,
+    attachment: Attachment,
+}
+
 /// Takes the assertion ceremony (once), verifies the browser's answer against the user's keys
 /// and answers what the aggregate must judge (the proof) and the updated key record to keep.
 #[allow(clippy::too_many_arguments)]
@@ -259,35 +308,72 @@ pub(crate) async fn verified_assertion(
             ctx,
         )
     };
+    // A state that does not parse was begun by an older version: as good as expired.
     let Some(ceremony) = state
         .ceremonies
         .take(ceremony_id, purpose, ctx.now)
         .await?
         .filter(|c| c.user_id == Some(user_id))
+        .and_then(|c| serde_json::from_str::<AssertionState>(&c.state).ok())
     else {
         fail(MfaFailureReason::ChallengeExpiredOrUsed).await?;
         return Err(ApiError::MfaFailed);
     };
-    let authentication: PasskeyAuthentication =
-        serde_json::from_str(&ceremony.state).map_err(ApiError::internal)?;
     let rp = relying_party(tenant)?;
-    let result = match rp.finish_passkey_authentication(credential, &authentication) {
-        Ok(result) => result,
-        Err(error) => {
-            fail(failure_reason(&error)).await?;
-            return Err(ApiError::MfaFailed);
+    let user = load_user(state, user_id).await?;
+    match check_assertion(state, &rp, &user, credential, &ceremony).await? {
+        Ok(verified) => Ok(verified),
+        Err(reason) => {
+            fail(reason).await?;
+            Err(ApiError::MfaFailed)
         }
-    };
-    let Some((credential_id, mut passkey)) = user_passkeys(state, user_id)
-        .await?
-        .into_iter()
-        .find(|(_, p)| p.cred_id() == result.cred_id())
+    }
+}
+
+/// Finds the presented key among `user`'s, checks its kind against the workflow's
+/// attachment, verifies the assertion under the workflow's user verification. The inner
+/// `Err` is the refusal's reason for the log.
+async fn check_assertion(
+    state: &AppState,
+    rp: &RelyingParty,
+    user: &User,
+    credential: &PublicKeyCredential,
+    ceremony: &AssertionState,
+) -> Result<Result<(SecondFactorProof, SecretWrite), MfaFailureReason>, ApiError> {
+    let presented = credential.get_credential_id();
+    let Some((credential_id, mut key)) =
+        user_passkeys(state, user.id())
+            .await?
+            .into_iter()
+            .find(|(_, key)| {
+                let id: &[u8] = key.cred_id().as_ref();
+                id == presented
+            })
     else {
-        fail(MfaFailureReason::UnknownCredential).await?;
-        return Err(ApiError::MfaFailed);
+        return Ok(Err(MfaFailureReason::UnknownCredential));
     };
-    passkey.update_credential(&result);
-    let record = serde_json::to_string(&passkey).map_err(ApiError::internal)?;
+    let kind = user
+        .webauthn_credentials()
+        .find(|c| c.credential_id == credential_id)
+        .map(|c| c.kind);
+    match kind {
+        None => return Ok(Err(MfaFailureReason::UnknownCredential)),
+        Some(kind) if !ceremony.attachment.allows(kind) => {
+            return Ok(Err(MfaFailureReason::AuthenticatorAttachmentNotAllowed));
+        }
+        Some(_) => {}
+    }
+    let result = match rp.finish_assertion(
+        credential,
+        &ceremony.authentication,
+        &key,
+        ceremony.user_verification,
+    ) {
+        Ok(result) => result,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    key.update(&result);
+    let record = serde_json::to_string(&key).map_err(ApiError::internal)?;
     let proof = SecondFactorProof::Webauthn {
         credential_id: credential_id.clone(),
         sign_count: result.counter(),
@@ -298,31 +384,66 @@ pub(crate) async fn verified_assertion(
         kind: passkey_secret_kind(&credential_id),
         value: Some(record),
     };
-    Ok((proof, secret))
+    Ok(Ok((proof, secret)))
 }
 
-/// Starts an assertion against all of `user_id`'s keys under `purpose`.
+/// Starts an assertion under `purpose` against those of `user_id`'s keys that `workflow`'s
+/// attachment allows, asking its user verification.
 pub(crate) async fn begin_assertion(
     state: &AppState,
     tenant: &Tenant,
     user_id: Uuid,
     purpose: &str,
+    workflow: Workflow,
 ) -> Result<AssertionBeginBody, ApiError> {
     let rp = relying_party(tenant)?;
-    let passkeys: Vec<_> = user_passkeys(state, user_id)
+    let user = load_user(state, user_id).await?;
+    let allowed: Vec<_> = user
+        .webauthn_credentials()
+        .filter(|c| workflow.attachment.allows(c.kind))
+        .map(|c| c.credential_id.clone())
+        .collect();
+    let keys: Vec<_> = user_passkeys(state, user_id)
         .await?
         .into_iter()
-        .map(|(_, p)| p)
+        .filter(|(id, _)| allowed.contains(id))
+        .map(|(_, key)| key.cred)
         .collect();
-    if passkeys.is_empty() {
+    if keys.is_empty() {
         return Err(ApiError::Conflict {
             code: "no_webauthn_credentials",
-            detail: "the user has no WebAuthn credential; use another factor".into(),
+            detail: "the user has no WebAuthn credential this workflow allows; use another factor"
+                .into(),
         });
     }
-    let (options, authentication) = rp
-        .start_passkey_authentication(&passkeys)
-        .map_err(ApiError::internal)?;
+    let (options, authentication) = rp.start_assertion(keys, workflow.user_verification, None)?;
+    put_assertion(
+        state,
+        tenant,
+        Some(user_id),
+        purpose,
+        authentication,
+        workflow,
+        options,
+    )
+    .await
+}
+
+/// Keeps an assertion's state for its finish (60 seconds, answered once).
+async fn put_assertion(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: Option<Uuid>,
+    purpose: &str,
+    authentication: AuthenticationState,
+    workflow: Workflow,
+    options: RequestChallengeResponse,
+) -> Result<AssertionBeginBody, ApiError> {
+    let kept = AssertionState {
+        authentication,
+        user_verification: workflow.user_verification,
+        attachment: workflow.attachment,
+    };
     let ceremony_id = tokens::generate();
     let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
     state
@@ -332,8 +453,8 @@ pub(crate) async fn begin_assertion(
             &Ceremony {
                 purpose: purpose.into(),
                 tenant_id: tenant.id(),
-                user_id: Some(user_id),
-                state: serde_json::to_string(&authentication).map_err(ApiError::internal)?,
+                user_id,
+                state: serde_json::to_string(&kept).map_err(ApiError::internal)?,
             },
             expires_at,
         )
@@ -497,7 +618,10 @@ const DISCOVERABLE: &str = "webauthn_discoverable";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct PasskeyBegin {}
+pub struct PasskeyBegin {
+    /// The application the user logs in to: its overrides may turn this workflow on or off.
+    pub application_id: Option<Uuid>,
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -509,46 +633,40 @@ pub struct PasskeyFinish {
 }
 
 #[utoipa::path(post, path = "/api/v1/login/passkey/begin", request_body = PasskeyBegin,
-    responses((status = 200, body = AssertionBeginBody), (status = 409)), tag = "sessions")]
+    responses((status = 200, body = AssertionBeginBody), (status = 404), (status = 409)),
+    tag = "sessions")]
 pub async fn passkey_begin(
     State(state): State<AppState>,
-    ApiJson(_body): ApiJson<PasskeyBegin>,
+    ApiJson(body): ApiJson<PasskeyBegin>,
 ) -> Result<Json<AssertionBeginBody>, ApiError> {
     let tenant = tenant(&state, keyledger_domain::DEFAULT_TENANT_ID).await?;
     let rp = relying_party(&tenant)?;
-    if !tenant.webauthn_settings().bootstrap.enabled {
+    let settings = effective_settings(&state, &tenant, body.application_id).await?;
+    if !settings.bootstrap.enabled {
         return Err(ApiError::Conflict {
             code: "passwordless_disabled",
             detail: "passwordless login (the bootstrap workflow) is not enabled".into(),
         });
     }
-    let (options, authentication) = rp
-        .start_discoverable_authentication()
-        .map_err(ApiError::internal)?;
-    let ceremony_id = tokens::generate();
-    let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
-    state
-        .ceremonies
-        .put(
-            &ceremony_id,
-            &Ceremony {
-                purpose: DISCOVERABLE.into(),
-                tenant_id: tenant.id(),
-                user_id: None,
-                state: serde_json::to_string(&authentication).map_err(ApiError::internal)?,
-            },
-            expires_at,
+    let (options, authentication) =
+        rp.start_assertion(Vec::new(), settings.bootstrap.user_verification, None)?;
+    Ok(Json(
+        put_assertion(
+            &state,
+            &tenant,
+            None,
+            DISCOVERABLE,
+            authentication,
+            settings.bootstrap,
+            options,
         )
-        .await?;
-    Ok(Json(AssertionBeginBody {
-        ceremony_id,
-        options,
-        expires_at,
-    }))
+        .await?,
+    ))
 }
 
 /// The key names the user (its user handle is the user id); the assertion is checked against
-/// that user's keys, and the login is recorded with method `passkey`.
+/// that user's key under what the bootstrap workflow asked at begin, and the login is
+/// recorded with method `passkey`.
 #[utoipa::path(post, path = "/api/v1/login/passkey/finish", request_body = PasskeyFinish,
     responses((status = 200, body = LoginResponse), (status = 401)), tag = "sessions")]
 pub async fn passkey_finish(
@@ -563,19 +681,19 @@ pub async fn passkey_finish(
         .ceremonies
         .take(&body.ceremony_id, DISCOVERABLE, now)
         .await?
+        .and_then(|c| serde_json::from_str::<AssertionState>(&c.state).ok())
         .ok_or_else(|| {
             tracing::info!("passkey login refused: challenge expired, used or unknown");
             ApiError::MfaFailed
         })?;
-    let authentication: webauthn_rs::prelude::DiscoverableAuthentication =
-        serde_json::from_str(&ceremony.state).map_err(ApiError::internal)?;
-    let (user_id, presented_id) = rp
-        .identify_discoverable_authentication(&body.credential)
-        .map_err(|error| {
-            tracing::info!(%error, "passkey login refused: no user handle");
-            ApiError::MfaFailed
-        })?;
-    let presented_id = presented_id.to_vec();
+    let Some(user_id) = body
+        .credential
+        .get_user_unique_id()
+        .and_then(|handle| Uuid::from_slice(handle).ok())
+    else {
+        tracing::info!("passkey login refused: no user handle");
+        return Err(ApiError::MfaFailed);
+    };
     let (user, _) = state
         .users
         .load(&user_id.to_string())
@@ -587,55 +705,25 @@ pub async fn passkey_finish(
     }
     let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
     let attempt_id = Uuid::now_v7();
-    let Some((credential_id, mut passkey)) = user_passkeys(&state, user_id)
-        .await?
-        .into_iter()
-        .find(|(_, p)| {
-            let id: &[u8] = p.cred_id().as_ref();
-            id == presented_id.as_slice()
-        })
-    else {
-        record_failure(
-            &state,
-            &tenant,
-            user_id,
-            attempt_id,
-            MfaMethod::Webauthn,
-            MfaFailureReason::UnknownCredential,
-            &ctx,
-        )
-        .await?;
-        return Err(ApiError::MfaFailed);
-    };
-    let result = match rp.finish_discoverable_authentication_v2(
-        &body.credential,
-        authentication,
-        &passkey,
-    ) {
-        Ok(result) => result,
-        Err(error) => {
-            record_failure(
-                &state,
-                &tenant,
-                user_id,
-                attempt_id,
-                MfaMethod::Webauthn,
-                failure_reason(&error),
-                &ctx,
-            )
-            .await?;
-            return Err(ApiError::MfaFailed);
-        }
-    };
-    passkey.update_credential(&result);
-    let record = serde_json::to_string(&passkey).map_err(ApiError::internal)?;
+    let (proof, secret) =
+        match check_assertion(&state, &rp, &user, &body.credential, &ceremony).await? {
+            Ok(verified) => verified,
+            Err(reason) => {
+                record_failure(
+                    &state,
+                    &tenant,
+                    user_id,
+                    attempt_id,
+                    MfaMethod::Webauthn,
+                    reason,
+                    &ctx,
+                )
+                .await?;
+                return Err(ApiError::MfaFailed);
+            }
+        };
     let command = UserCommand::UseSecondFactor {
-        proof: SecondFactorProof::Webauthn {
-            credential_id: credential_id.clone(),
-            sign_count: result.counter(),
-            user_verified: result.user_verified(),
-            backed_up: result.backup_state(),
-        },
+        proof,
         login: Some((attempt_id, LoginMethod::Passkey)),
         at: ctx.now,
     };
@@ -648,10 +736,7 @@ pub async fn passkey_finish(
             SideWrites {
                 claims: Vec::new(),
                 secrets: if accepted {
-                    vec![SecretWrite {
-                        kind: passkey_secret_kind(&credential_id),
-                        value: Some(record.clone()),
-                    }]
+                    vec![secret.clone()]
                 } else {
                     Vec::new()
                 },
@@ -775,6 +860,7 @@ pub async fn enroll_finish(
         &tenant,
         &executed.aggregate,
         login.attempt_id,
+        login.application_id,
         ctx.now,
     )
     .await?

@@ -1,5 +1,6 @@
 //! One module per resource.
 
+pub mod applications;
 pub mod audit;
 pub mod auth;
 pub mod checkpoints;

@@ -183,7 +183,14 @@ pub async fn webauthn_begin(
     let user_id = reset_owner(&state, &body.reset_token).await?;
     let tenant = tenant(&state, DEFAULT_TENANT_ID).await?;
     Ok(Json(
-        begin_assertion(&state, &tenant, user_id, RESET_ASSERTION).await?,
+        begin_assertion(
+            &state,
+            &tenant,
+            user_id,
+            RESET_ASSERTION,
+            tenant.webauthn_settings().reauthentication,
+        )
+        .await?,
     ))
 }
 

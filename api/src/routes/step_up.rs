@@ -59,7 +59,14 @@ pub async fn webauthn_begin(
 ) -> Result<Json<AssertionBeginBody>, ApiError> {
     let tenant = tenant(&state, session.tenant_id).await?;
     Ok(Json(
-        begin_assertion(&state, &tenant, session.user_id, STEP_UP_ASSERTION).await?,
+        begin_assertion(
+            &state,
+            &tenant,
+            session.user_id,
+            STEP_UP_ASSERTION,
+            tenant.webauthn_settings().reauthentication,
+        )
+        .await?,
     ))
 }
 

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::mfa::CredentialKind;
 use crate::values::DisplayName;
 
 /// Why WebAuthn settings were refused; `why` is meant for the admin who sent them.
@@ -187,6 +188,20 @@ pub enum Attachment {
     CrossPlatform,
 }
 
+impl Attachment {
+    /// Whether a credential of `kind` may be used where this attachment is asked for. Legacy
+    /// U2F keys are roaming keys, so they count as cross-platform.
+    pub fn allows(self, kind: CredentialKind) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Platform => kind == CredentialKind::DeviceAuthenticator,
+            Self::CrossPlatform => {
+                matches!(kind, CredentialKind::SecurityKey | CredentialKind::Legacy)
+            }
+        }
+    }
+}
+
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
 )]
@@ -239,6 +254,28 @@ pub struct WebauthnSettings {
 }
 
 impl WebauthnSettings {
+    /// What a new registration asks of the authenticator: a key must be able to do what the
+    /// strictest enabled workflow will ask at login, or it could never be used there.
+    pub fn registration_user_verification(&self) -> UserVerification {
+        let enabled = [self.bootstrap, self.reauthentication]
+            .into_iter()
+            .filter(|w| w.enabled)
+            .map(|w| w.user_verification);
+        let mut strictest = UserVerification::Discouraged;
+        for uv in enabled {
+            strictest = match (strictest, uv) {
+                (_, UserVerification::Required) | (UserVerification::Required, _) => {
+                    UserVerification::Required
+                }
+                (_, UserVerification::Preferred) | (UserVerification::Preferred, _) => {
+                    UserVerification::Preferred
+                }
+                _ => UserVerification::Discouraged,
+            };
+        }
+        strictest
+    }
+
     /// Every origin fits the relying party id, a name when given is a valid display name, and
     /// an enabled WebAuthn has an id and at least one origin.
     pub fn validate(&self) -> Result<(), SettingsError> {
@@ -345,6 +382,45 @@ mod tests {
         ] {
             assert!(RelyingPartyId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_attachment_allows_the_kinds_of_its_side() {
+        use CredentialKind::*;
+        assert!(Attachment::Any.allows(SecurityKey) && Attachment::Any.allows(DeviceAuthenticator));
+        assert!(Attachment::Platform.allows(DeviceAuthenticator));
+        assert!(!Attachment::Platform.allows(SecurityKey) && !Attachment::Platform.allows(Legacy));
+        assert!(Attachment::CrossPlatform.allows(SecurityKey));
+        assert!(Attachment::CrossPlatform.allows(Legacy));
+        assert!(!Attachment::CrossPlatform.allows(DeviceAuthenticator));
+    }
+
+    #[test]
+    fn registration_asks_the_verification_of_the_strictest_enabled_workflow() {
+        let workflow = |enabled, user_verification| Workflow {
+            enabled,
+            attachment: Attachment::Any,
+            user_verification,
+        };
+        let mut settings = WebauthnSettings {
+            bootstrap: workflow(false, UserVerification::Required),
+            reauthentication: workflow(true, UserVerification::Discouraged),
+            ..WebauthnSettings::default()
+        };
+        assert_eq!(
+            settings.registration_user_verification(),
+            UserVerification::Discouraged
+        );
+        settings.bootstrap.enabled = true;
+        assert_eq!(
+            settings.registration_user_verification(),
+            UserVerification::Required
+        );
+        settings.bootstrap.user_verification = UserVerification::Preferred;
+        assert_eq!(
+            settings.registration_user_verification(),
+            UserVerification::Preferred
+        );
     }
 
     #[test]

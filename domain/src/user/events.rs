@@ -199,6 +199,9 @@ pub enum MfaFailureReason {
     WrongOrigin,
     WrongRelyingParty,
     UserVerificationMissing,
+    /// The credential's kind is not one the workflow's authenticator attachment allows
+    /// (a security key where only device authenticators may log in, or the reverse).
+    AuthenticatorAttachmentNotAllowed,
     InvalidSignature,
     /// Anything else the ceremony library refused.
     CeremonyRefused,

@@ -1,10 +1,12 @@
 //! One module per view.
 
+pub mod applications;
 pub mod audit;
 pub mod mfa;
 mod select;
 pub mod users;
 
+pub use applications::ApplicationsView;
 pub use audit::AuditView;
 pub use mfa::MfaView;
 pub use users::UsersView;

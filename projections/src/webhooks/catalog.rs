@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use keyledger_domain::application::ApplicationEvent;
 use keyledger_domain::tenant::TenantEvent;
 use keyledger_domain::user::UserEvent;
 use keyledger_domain::webhook::WebhookSubscriptionEvent;
@@ -19,6 +20,7 @@ fn event_enums() -> Vec<Value> {
         schemars::schema_for!(UserEvent),
         schemars::schema_for!(TenantEvent),
         schemars::schema_for!(WebhookSubscriptionEvent),
+        schemars::schema_for!(ApplicationEvent),
     ]
     .into_iter()
     .map(|schema| schema.to_value())
@@ -204,6 +206,9 @@ pub fn parse_example(example: &Value) -> Result<String, String> {
     let parsed = match name.split('.').next() {
         Some("user") => serde_json::from_value::<UserEvent>(example.clone()).map(|_| ()),
         Some("tenant") => serde_json::from_value::<TenantEvent>(example.clone()).map(|_| ()),
+        Some("application") => {
+            serde_json::from_value::<ApplicationEvent>(example.clone()).map(|_| ())
+        }
         Some("webhook") => {
             serde_json::from_value::<WebhookSubscriptionEvent>(example.clone()).map(|_| ())
         }
