@@ -202,6 +202,10 @@ fn second_factor_routes() -> Router<AppState> {
             post(credentials::user_register_finish),
         )
         .route(
+            "/users/{id}/credentials/import-u2f",
+            post(credentials::import_u2f),
+        )
+        .route(
             "/users/{id}/credentials/{credential_id}",
             patch(credentials::user_rename).delete(credentials::user_remove),
         )

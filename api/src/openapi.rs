@@ -39,7 +39,7 @@ use crate::routes::{
         credentials::my_register_finish, credentials::my_rename, credentials::my_remove,
         credentials::user_credentials, credentials::user_mfa, credentials::set_user_requirement,
         credentials::user_register_begin, credentials::user_register_finish,
-        credentials::user_rename, credentials::user_remove,
+        credentials::user_rename, credentials::user_remove, credentials::import_u2f,
         step_up::webauthn_begin, step_up::webauthn_finish, step_up::totp_step_up,
         password_reset::request_reset, password_reset::webauthn_begin,
         password_reset::complete_reset,

@@ -42,6 +42,10 @@ pub const PASSKEY_SECRET_PREFIX: &str = "webauthn:";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub cred: Credential,
+    /// The U2F AppID an imported legacy key was registered under: its assertions are signed
+    /// for this AppID, which the browser uses when the `appid` extension names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appid: Option<String>,
 }
 
 impl KeyRecord {
@@ -143,7 +147,7 @@ impl RelyingParty {
         state: &RegistrationState,
     ) -> Result<KeyRecord, WebauthnError> {
         let cred = self.core.register_credential(credential, state, None)?;
-        Ok(KeyRecord { cred })
+        Ok(KeyRecord { cred, appid: None })
     }
 
     /// Starts an assertion against `keys` (none: a discoverable one, where the key names the
@@ -236,3 +240,87 @@ pub fn failure_reason(error: &WebauthnError) -> MfaFailureReason {
         _ => MfaFailureReason::CeremonyRefused,
     }
 }
+
+/// Why an imported U2F key was refused; each has a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum U2fImportError {
+    #[error("the key handle must be base64url")]
+    KeyHandle,
+    #[error("the public key must be the 65-byte uncompressed P-256 point (0x04 || X || Y), base64url")]
+    PublicKey,
+    #[error("the AppID must be an https URL (or http on localhost)")]
+    AppId,
+}
+
+impl U2fImportError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::KeyHandle => "invalid_key_handle",
+            Self::PublicKey => "invalid_u2f_public_key",
+            Self::AppId => "invalid_app_id",
+        }
+    }
+}
+
+fn base64url(raw: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(raw.trim().trim_end_matches('=')).ok()
+}
+
+/// The record of a U2F key as a U2F server holds it: the key handle becomes the credential
+/// id, the uncompressed P-256 point the COSE EC2 key (ES256), the counter the sign count.
+/// U2F keys do no user verification and are not backed up.
+pub fn u2f_key_record(
+    key_handle: &str,
+    public_key: &str,
+    counter: u32,
+    appid: Option<&str>,
+) -> Result<KeyRecord, U2fImportError> {
+    use webauthn_rs_core::proto::{
+        AttestationFormat, AttestationMetadata, COSEAlgorithm, COSEEC2Key, COSEKey, COSEKeyType,
+        ECDSACurve, ParsedAttestation, ParsedAttestationData, RegisteredExtensions,
+    };
+    let handle = base64url(key_handle).ok_or(U2fImportError::KeyHandle)?;
+    let point = base64url(public_key).ok_or(U2fImportError::PublicKey)?;
+    if point.len() != 65 || point[0] != 0x04 {
+        return Err(U2fImportError::PublicKey);
+    }
+    // Refuses a point that is not on the curve now, rather than at every login.
+    p256::PublicKey::from_sec1_bytes(&point).map_err(|_| U2fImportError::PublicKey)?;
+    let appid = match appid {
+        None => None,
+        Some(raw) => {
+            let url = Url::parse(raw.trim()).map_err(|_| U2fImportError::AppId)?;
+            let secure = url.scheme() == "https"
+                || (url.scheme() == "http" && url.host_str() == Some("localhost"));
+            if !secure || url.host_str().is_none() {
+                return Err(U2fImportError::AppId);
+            }
+            Some(raw.trim().to_owned())
+        }
+    };
+    let cred = Credential {
+        cred_id: handle.into(),
+        cred: COSEKey {
+            type_: COSEAlgorithm::ES256,
+            key: COSEKeyType::EC_EC2(COSEEC2Key {
+                curve: ECDSACurve::SECP256R1,
+                x: point[1..33].to_vec().into(),
+                y: point[33..65].to_vec().into(),
+            }),
+        },
+        counter,
+        transports: None,
+        user_verified: false,
+        backup_eligible: false,
+        backup_state: false,
+        registration_policy: UserVerificationPolicy::Discouraged_DO_NOT_USE,
+        extensions: RegisteredExtensions::none(),
+        attestation: ParsedAttestation {
+            data: ParsedAttestationData::None,
+            metadata: AttestationMetadata::None,
+        },
+        attestation_format: AttestationFormat::FIDOU2F,
+    };
+    Ok(KeyRecord { cred, appid })
+}
+

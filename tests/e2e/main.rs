@@ -20,6 +20,7 @@ mod secrets;
 mod sessions;
 mod users;
 mod webauthn_browser;
+mod webauthn_legacy;
 mod webauthn_mfa;
 mod webauthn_policies;
 mod webhooks;

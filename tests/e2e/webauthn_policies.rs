@@ -150,7 +150,8 @@ async fn the_second_factor_asks_and_checks_the_reauthentication_workflows_verifi
         "user_verification_missing"
     );
     assert!(app.server_log().contains("UserVerificationMissing"));
-    assert_eq!(events(&app, "user.login.succeeded").await.len(), 2);
+    // The first session (before the key) and the two accepted second factors.
+    assert_eq!(events(&app, "user.login.succeeded").await.len(), 3);
 }
 
 async fn a_login_offers_and_accepts_only_keys_of_the_workflows_attachment(backend: Backend) {

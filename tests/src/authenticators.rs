@@ -59,3 +59,90 @@ pub fn totp_code(secret_base32: &str, unix: u64) -> String {
         .generate(unix)
         .to_string()
 }
+
+/// A U2F key as a U2F server knew it: a P-256 key pair and a key handle. It answers WebAuthn
+/// assertion options as a browser would with such a key: authenticator data (rpIdHash, the
+/// user-present flag, the counter) and an ECDSA signature over it and the client data's hash,
+/// made with the p256 crate.
+pub struct U2fKey {
+    signing: p256::ecdsa::SigningKey,
+    pub handle: Vec<u8>,
+    counter: u32,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
+
+impl U2fKey {
+    /// A key from a fixed secret (tests need no randomness), with `counter` uses behind it.
+    pub fn new(seed: u8, counter: u32) -> Self {
+        let mut secret = [seed; 32];
+        secret[0] = 0x11;
+        Self {
+            signing: p256::ecdsa::SigningKey::from_slice(&secret).unwrap(),
+            handle: (0..64).map(|i| seed.wrapping_mul(31).wrapping_add(i)).collect(),
+            counter,
+        }
+    }
+
+    pub fn key_handle(&self) -> String {
+        b64(&self.handle)
+    }
+
+    /// The uncompressed point `0x04 || X || Y`, base64url: what a U2F server stores.
+    pub fn public_key(&self) -> String {
+        let point = self.signing.verifying_key().to_sec1_point(false);
+        b64(point.as_bytes())
+    }
+
+    /// Answers `options` for the page at `origin`. With `appid`, the key signs for that
+    /// AppID (as U2F keys registered under one do) and the client reports the extension used.
+    pub fn assert(&mut self, origin: &str, options: &Value, appid: Option<&str>) -> Value {
+        use p256::ecdsa::signature::Signer;
+        let public_key = &options["publicKey"];
+        let rp_id = public_key["rpId"].as_str().unwrap();
+        self.counter += 1;
+        let mut authenticator_data = sha256(appid.unwrap_or(rp_id).as_bytes());
+        authenticator_data.push(0x01);
+        authenticator_data.extend_from_slice(&self.counter.to_be_bytes());
+        let client_data = serde_json::json!({
+            "type": "webauthn.get",
+            "challenge": public_key["challenge"],
+            "origin": origin,
+            "crossOrigin": false,
+        })
+        .to_string();
+        let mut signed = authenticator_data.clone();
+        signed.extend_from_slice(&sha256(client_data.as_bytes()));
+        let signature: p256::ecdsa::Signature = self.signing.sign(&signed);
+        let extensions = match appid {
+            Some(_) => serde_json::json!({"appid": true}),
+            None => serde_json::json!({}),
+        };
+        serde_json::json!({
+            "id": self.key_handle(),
+            "rawId": self.key_handle(),
+            "type": "public-key",
+            "response": {
+                "authenticatorData": b64(&authenticator_data),
+                "clientDataJSON": b64(client_data.as_bytes()),
+                "signature": b64(signature.to_der().as_bytes()),
+                "userHandle": null,
+            },
+            "extensions": extensions,
+        })
+    }
+
+    /// Forgets uses, as a cloned key would.
+    pub fn set_counter(&mut self, counter: u32) {
+        self.counter = counter;
+    }
+}
+

@@ -9,7 +9,8 @@ use keyledger_domain::DEFAULT_TENANT_ID;
 use keyledger_domain::mfa::{CredentialActor, CredentialId, CredentialKind, CredentialLabel};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{User, UserCommand, WebauthnCredential};
-use keyledger_store::{Actor, SideWrites};
+use keyledger_domain::user::NewCredential;
+use keyledger_store::{Actor, ClaimChange, SecretWrite, SideWrites};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -20,9 +21,10 @@ use crate::commands::{context, tenant, user_error};
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery, RequestContext, UserSession};
 use crate::second_factors::{
-    RegisterBegin, RegisterBeginBody, RegisterFinish, begin_registration, finish_registration,
-    load_user, removal_writes,
+    RegisterBegin, RegisterBeginBody, RegisterFinish, begin_registration, credential_claim,
+    finish_registration, load_user, removal_writes,
 };
+use crate::relying_party::{U2fImportError, credential_id_of, passkey_secret_kind, u2f_key_record};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -501,3 +503,89 @@ async fn remove(
         position: executed.appended.map(|a| a.last_position),
     }))
 }
+
+/// What a U2F server holds about a key, to bring it over as a `legacy` credential.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportU2fKey {
+    /// The U2F key handle, base64url; it becomes the credential id (16 to 1023 bytes).
+    pub key_handle: String,
+    /// The 65-byte uncompressed P-256 public key (`0x04 || X || Y`), base64url.
+    pub public_key: String,
+    /// The last counter the U2F server saw; an assertion must show a higher one.
+    pub counter: u32,
+    /// 1 to 64 characters; default `Legacy U2F key`.
+    pub label: Option<String>,
+    /// The U2F AppID the key was registered under (e.g. `https://example.com`). Logins then
+    /// ask the browser to use it (the WebAuthn `appid` extension). Null: the key was
+    /// registered under the relying party id itself.
+    pub app_id: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/users/{id}/credentials/import-u2f",
+    params(("id" = Uuid, Path, description = "The user id")), request_body = ImportU2fKey,
+    responses((status = 201, body = CredentialWritten), (status = 400), (status = 404),
+        (status = 409)),
+    security(("admin" = [])), tag = "credentials")]
+pub async fn import_u2f(
+    admin: Admin,
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ImportU2fKey>,
+) -> Result<(StatusCode, Json<CredentialWritten>), ApiError> {
+    let refused = |e: U2fImportError| ApiError::InvalidValue {
+        code: e.code(),
+        detail: e.to_string(),
+    };
+    let label = CredentialLabel::parse(body.label.as_deref().unwrap_or("Legacy U2F key"))
+        .map_err(|e| ApiError::InvalidValue {
+            code: e.code(),
+            detail: e.to_string(),
+        })?;
+    let record = u2f_key_record(
+        &body.key_handle,
+        &body.public_key,
+        body.counter,
+        body.app_id.as_deref(),
+    )
+    .map_err(refused)?;
+    let credential_id = credential_id_of(&record).map_err(|_| ApiError::InvalidValue {
+        code: "invalid_credential_id",
+        detail: "the key handle must be 16 to 1023 bytes".into(),
+    })?;
+    let user = load_user(&state, id).await?;
+    let ctx = context(&state, user.tenant_id(), &request, admin.actor.clone());
+    let credential = NewCredential {
+        credential_id: credential_id.clone(),
+        label: label.into(),
+        kind: CredentialKind::Legacy,
+        aaguid: Uuid::nil(),
+        authenticator_name: None,
+        transports: Vec::new(),
+        user_verified: false,
+        backup_eligible: false,
+        backed_up: false,
+        sign_count: body.counter,
+    };
+    let value = serde_json::to_string(&record).map_err(ApiError::internal)?;
+    let command = UserCommand::ImportLegacyCredential {
+        credential,
+        by: admin_actor(&admin.actor),
+        at: ctx.now,
+    };
+    let executed = state
+        .users
+        .execute(&id.to_string(), command, &(), &ctx, |_, _, _| SideWrites {
+            claims: vec![ClaimChange::Reserve(credential_claim(&credential_id))],
+            secrets: vec![SecretWrite {
+                kind: passkey_secret_kind(&credential_id),
+                value: Some(value.clone()),
+            }],
+        })
+        .await
+        .map_err(user_error)?;
+    tracing::info!(user_id = %id, credential_id = %credential_id, "legacy U2F key imported");
+    registered_answer(executed).await
+}
+

@@ -403,12 +403,16 @@ pub(crate) async fn begin_assertion(
         .filter(|c| workflow.attachment.allows(c.kind))
         .map(|c| c.credential_id.clone())
         .collect();
-    let keys: Vec<_> = user_passkeys(state, user_id)
+    let records: Vec<_> = user_passkeys(state, user_id)
         .await?
         .into_iter()
         .filter(|(id, _)| allowed.contains(id))
-        .map(|(_, key)| key.cred)
+        .map(|(_, key)| key)
         .collect();
+    // Legacy keys registered under a U2F AppID sign for it; the browser does so when the
+    // `appid` extension names it. One AppID per request: an installation's U2F keys shared one.
+    let appid = records.iter().find_map(|key| key.appid.clone());
+    let keys: Vec<_> = records.into_iter().map(|key| key.cred).collect();
     if keys.is_empty() {
         return Err(ApiError::Conflict {
             code: "no_webauthn_credentials",
@@ -416,7 +420,7 @@ pub(crate) async fn begin_assertion(
                 .into(),
         });
     }
-    let (options, authentication) = rp.start_assertion(keys, workflow.user_verification, None)?;
+    let (options, authentication) = rp.start_assertion(keys, workflow.user_verification, appid)?;
     put_assertion(
         state,
         tenant,
