@@ -246,7 +246,9 @@ pub fn failure_reason(error: &WebauthnError) -> MfaFailureReason {
 pub enum U2fImportError {
     #[error("the key handle must be base64url")]
     KeyHandle,
-    #[error("the public key must be the 65-byte uncompressed P-256 point (0x04 || X || Y), base64url")]
+    #[error(
+        "the public key must be the 65-byte uncompressed P-256 point (0x04 || X || Y), base64url"
+    )]
     PublicKey,
     #[error("the AppID must be an https URL (or http on localhost)")]
     AppId,
@@ -263,7 +265,9 @@ impl U2fImportError {
 }
 
 fn base64url(raw: &str) -> Option<Vec<u8>> {
-    URL_SAFE_NO_PAD.decode(raw.trim().trim_end_matches('=')).ok()
+    URL_SAFE_NO_PAD
+        .decode(raw.trim().trim_end_matches('='))
+        .ok()
 }
 
 /// The record of a U2F key as a U2F server holds it: the key handle becomes the credential
@@ -323,4 +327,3 @@ pub fn u2f_key_record(
     };
     Ok(KeyRecord { cred, appid })
 }
-

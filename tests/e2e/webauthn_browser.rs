@@ -2,6 +2,7 @@
 //! authenticator with user verification and a USB security key), through real
 //! `navigator.credentials` calls.
 
+use keyledger_tests::authenticators::totp_code;
 use keyledger_tests::browser::{self, Browser};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -201,4 +202,156 @@ async fn a_user_manages_keys_in_the_portal_and_logs_in_with_one() {
         .map(|e| e["type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(methods.len(), 3, "{}", logins.text());
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_sets_up_an_authenticator_app_in_the_portal_and_logs_in_with_its_code() {
+    assert!(
+        browser::available(),
+        "chromium and chromium-driver are needed (.ci/run installs them)"
+    );
+    let app = app(Backend::Sqlite).await;
+    let origin = localhost(&app.base);
+    let created = app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let user_id = created.json()["user"]["id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("{origin}/portal/")).await;
+    browser
+        .wait_for("document.body.dataset.page === 'login-page'")
+        .await;
+    let sign_in = "document.querySelector('#username').value = arguments[0];
+         document.querySelector('#password').value = arguments[1];
+         document.querySelector('#login').click();";
+    browser.run(sign_in, json!(["ada", GOOD_PASSWORD])).await;
+    browser
+        .wait_for("document.querySelector('#totp-status').textContent === 'Off'")
+        .await;
+
+    // Enroll: the secret and the otpauth URI are shown once; a first code turns TOTP on.
+    browser
+        .run("document.querySelector('#totp-setup').click();", json!([]))
+        .await;
+    browser
+        .wait_for("document.querySelector('#totp-secret').textContent.length >= 32")
+        .await;
+    let secret = browser
+        .run(
+            "return document.querySelector('#totp-secret').textContent;",
+            json!([]),
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let uri = browser
+        .run(
+            "return document.querySelector('#totp-uri').getAttribute('href');",
+            json!([]),
+        )
+        .await;
+    assert!(
+        uri.as_str().unwrap().starts_with("otpauth://totp/"),
+        "{uri}"
+    );
+    assert!(uri.as_str().unwrap().contains(&secret));
+    // A wrong code leaves it off.
+    let confirm = "document.querySelector('#totp-confirm-code').value = arguments[0];
+         document.querySelector('#totp-confirm').click();";
+    let right = totp_code(&secret, unix_now() - 30);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    browser.run(confirm, json!([wrong])).await;
+    browser
+        .wait_for("document.querySelector('#message').textContent.startsWith('The code was not accepted')")
+        .await;
+    browser.run(confirm, json!([right])).await;
+    browser
+        .wait_for("document.querySelector('#totp-status').textContent === 'On'")
+        .await;
+    assert_eq!(
+        browser
+            .run(
+                "return document.querySelector('#totp-secret').textContent;",
+                json!([])
+            )
+            .await,
+        "",
+        "the secret leaves the page once TOTP is on"
+    );
+
+    // Sign out and in again: the password, then a code from the app.
+    browser
+        .run("document.querySelector('#logout').click();", json!([]))
+        .await;
+    browser
+        .wait_for("document.body.dataset.page === 'login-page'")
+        .await;
+    browser.run(sign_in, json!(["ada", GOOD_PASSWORD])).await;
+    browser
+        .wait_for("document.body.dataset.page === 'totp-page'")
+        .await;
+    assert_eq!(
+        browser
+            .run(
+                "return document.querySelector('#use-key').hidden;",
+                json!([])
+            )
+            .await,
+        true,
+        "no key to offer"
+    );
+    let enter = "document.querySelector('#totp-code').value = arguments[0];
+         document.querySelector('#totp-login').click();";
+    browser.run(enter, json!([wrong])).await;
+    browser
+        .wait_for("document.querySelector('#message').textContent === 'The code was not accepted.'")
+        .await;
+    browser
+        .run(enter, json!([totp_code(&secret, unix_now())]))
+        .await;
+    browser
+        .wait_for("document.body.dataset.page === 'security-page'")
+        .await;
+
+    // Remove it from the Security page.
+    browser
+        .wait_for("document.querySelector('#totp-status').textContent === 'On'")
+        .await;
+    browser
+        .run("document.querySelector('#totp-remove').click();", json!([]))
+        .await;
+    browser
+        .wait_for("document.querySelector('#totp-status').textContent === 'Off'")
+        .await;
+    browser.quit().await;
+
+    let mfa = app
+        .admin(Method::GET, &format!("/api/v1/users/{user_id}/mfa"), None)
+        .await
+        .json();
+    assert_eq!(mfa["totp_enrolled"], false, "{mfa}");
+    let logins = app
+        .admin_read("/api/v1/audit?type=user.login.succeeded", app.head().await)
+        .await;
+    assert_eq!(
+        logins.json()["items"].as_array().unwrap().len(),
+        2,
+        "{}",
+        logins.text()
+    );
+    let removed = app
+        .admin_read("/api/v1/audit?type=user.totp.removed", app.head().await)
+        .await;
+    assert_eq!(removed.json()["items"].as_array().unwrap().len(), 1);
 }

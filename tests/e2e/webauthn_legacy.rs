@@ -74,8 +74,13 @@ async fn an_imported_u2f_key_logs_in_and_can_be_renamed_and_removed(backend: Bac
     key.set_counter(30);
     let mfa = mfa_token(&app, "ada").await;
     let begin = assertion_begin(&app, &mfa).await;
-    let cloned = assertion_finish(&app, &mfa, &begin, key.assert(ORIGIN, &begin["options"], None))
-        .await;
+    let cloned = assertion_finish(
+        &app,
+        &mfa,
+        &begin,
+        key.assert(ORIGIN, &begin["options"], None),
+    )
+    .await;
     assert_eq!(cloned.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         events(&app, "user.mfa.failed").await.last().unwrap()["reason"],
@@ -97,7 +102,11 @@ async fn an_imported_u2f_key_logs_in_and_can_be_renamed_and_removed(backend: Bac
         .await;
     assert_eq!(register_legacy.status, StatusCode::BAD_REQUEST);
     let removed = app
-        .admin(Method::DELETE, &format!("{path}?confirm_lockout=true"), None)
+        .admin(
+            Method::DELETE,
+            &format!("{path}?confirm_lockout=true"),
+            None,
+        )
         .await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.text());
     assert_eq!(
@@ -109,9 +118,7 @@ async fn an_imported_u2f_key_logs_in_and_can_be_renamed_and_removed(backend: Bac
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.text());
 }
 
-async fn a_u2f_key_registered_under_an_appid_logs_in_through_the_appid_extension(
-    backend: Backend,
-) {
+async fn a_u2f_key_registered_under_an_appid_logs_in_through_the_appid_extension(backend: Backend) {
     let app = app(backend).await;
     enable_for_u2f(&app).await;
     let id = user(&app, "ada").await;
@@ -156,28 +163,53 @@ async fn malformed_or_duplicate_u2f_imports_are_refused_and_write_nothing(backen
     // The same key handle, for the same user or another: 409.
     for owner in [&ada, &bob] {
         let duplicate = import(&app, owner, import_body(&key, 0, None)).await;
-        assert_eq!(duplicate.status, StatusCode::CONFLICT, "{}", duplicate.text());
+        assert_eq!(
+            duplicate.status,
+            StatusCode::CONFLICT,
+            "{}",
+            duplicate.text()
+        );
         assert_eq!(duplicate.json()["code"], "credential_already_registered");
     }
     let other = U2fKey::new(4, 0);
     let cases = [
-        (json!({"key_handle": "not base64!", "public_key": other.public_key(), "counter": 0}),
-            "invalid_key_handle"),
-        (json!({"key_handle": "AAAAAAAA", "public_key": other.public_key(), "counter": 0}),
-            "invalid_credential_id"),
-        (json!({"key_handle": other.key_handle(), "public_key": "BAAA", "counter": 0}),
-            "invalid_u2f_public_key"),
+        (
+            json!({"key_handle": "not base64!", "public_key": other.public_key(), "counter": 0}),
+            "invalid_key_handle",
+        ),
+        (
+            json!({"key_handle": "AAAAAAAA", "public_key": other.public_key(), "counter": 0}),
+            "invalid_credential_id",
+        ),
+        (
+            json!({"key_handle": other.key_handle(), "public_key": "BAAA", "counter": 0}),
+            "invalid_u2f_public_key",
+        ),
         // 65 bytes, uncompressed form, but not a point on P-256.
-        (json!({"key_handle": other.key_handle(), "public_key": format!("BA{}", "A".repeat(85)),
-            "counter": 0}), "invalid_u2f_public_key"),
-        (json!({"key_handle": other.key_handle(), "public_key": other.public_key(), "counter": 0,
-            "app_id": "ftp://legacy.example.com"}), "invalid_app_id"),
-        (json!({"key_handle": other.key_handle(), "public_key": other.public_key(), "counter": 0,
-            "label": ""}), "invalid_credential_label"),
+        (
+            json!({"key_handle": other.key_handle(), "public_key": format!("BA{}", "A".repeat(85)),
+            "counter": 0}),
+            "invalid_u2f_public_key",
+        ),
+        (
+            json!({"key_handle": other.key_handle(), "public_key": other.public_key(), "counter": 0,
+            "app_id": "ftp://legacy.example.com"}),
+            "invalid_app_id",
+        ),
+        (
+            json!({"key_handle": other.key_handle(), "public_key": other.public_key(), "counter": 0,
+            "label": ""}),
+            "invalid_credential_label",
+        ),
     ];
     for (body, code) in cases {
         let refused = import(&app, &bob, body.clone()).await;
-        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{body}: {}", refused.text());
+        assert_eq!(
+            refused.status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            refused.text()
+        );
         assert_eq!(refused.json()["code"], code, "{body}");
     }
     let negative = import(

@@ -87,7 +87,9 @@ impl U2fKey {
         secret[0] = 0x11;
         Self {
             signing: p256::ecdsa::SigningKey::from_slice(&secret).unwrap(),
-            handle: (0..64).map(|i| seed.wrapping_mul(31).wrapping_add(i)).collect(),
+            handle: (0..64)
+                .map(|i| seed.wrapping_mul(31).wrapping_add(i))
+                .collect(),
             counter,
         }
     }
@@ -145,4 +147,3 @@ impl U2fKey {
         self.counter = counter;
     }
 }
-

@@ -51,6 +51,21 @@ async function secondFactor(mfaToken) {
   return signedIn(finish.json.token);
 }
 
+let pendingMfa = null;
+
+// The second step with a code from the authenticator app.
+async function totpLogin(event) {
+  event.preventDefault();
+  const finish = await api("POST", "/login/mfa/totp", {
+    mfa_token: pendingMfa,
+    code: $("#totp-code").value.trim(),
+  });
+  $("#totp-code").value = "";
+  if (finish.status !== 200) return say("The code was not accepted.");
+  pendingMfa = null;
+  return signedIn(finish.json.token);
+}
+
 async function login(event) {
   event.preventDefault();
   say("Signing in…");
@@ -62,8 +77,14 @@ async function login(event) {
   if (answer.status !== 200) return say("Sign-in failed.");
   if (answer.json.status === "authenticated") return signedIn(answer.json.token);
   if (answer.json.status === "mfa_required") {
-    if (answer.json.factors.includes("webauthn")) return secondFactor(answer.json.mfa_token);
-    return say("Enter the code from your authenticator app (not supported in this portal yet).");
+    const factors = answer.json.factors;
+    if (factors.includes("totp")) {
+      pendingMfa = answer.json.mfa_token;
+      $("#use-key").hidden = !factors.includes("webauthn");
+      say("");
+      return show("totp-page");
+    }
+    return secondFactor(answer.json.mfa_token);
   }
   return say("You must register a security key first; ask your administrator.");
 }
@@ -103,6 +124,12 @@ async function refresh() {
     return show("login-page");
   }
   show("security-page");
+  const mfa = await api("GET", "/me/mfa");
+  const totpOn = mfa.status === 200 && mfa.json.totp_enrolled;
+  $("#totp-status").textContent = totpOn ? "On" : "Off";
+  $("#totp-setup").hidden = totpOn;
+  $("#totp-remove").hidden = !totpOn;
+  if (totpOn) $("#totp-enrollment").hidden = true;
   $("#key-status").textContent = list.json.status === "active_keys" ? "Active keys" : "No security keys";
   const body = $("#keys");
   body.replaceChildren();
@@ -159,6 +186,38 @@ async function deleteKey(id) {
   return refresh();
 }
 
+async function setUpTotp() {
+  const begin = await api("POST", "/me/totp");
+  if (begin.status !== 200) return say("An authenticator app cannot be set up: " + (begin.json && begin.json.code));
+  $("#totp-secret").textContent = begin.json.secret;
+  $("#totp-uri").textContent = begin.json.otpauth_uri;
+  $("#totp-uri").href = begin.json.otpauth_uri;
+  $("#totp-enrollment").hidden = false;
+  say("Enter the code your app shows to turn it on.");
+}
+
+async function confirmTotp(event) {
+  event.preventDefault();
+  const answer = await api("POST", "/me/totp/confirm", { code: $("#totp-confirm-code").value.trim() });
+  $("#totp-confirm-code").value = "";
+  if (answer.status !== 200) return say("The code was not accepted: " + (answer.json && answer.json.code));
+  // The secret is shown once: it leaves the page as soon as the app is on.
+  $("#totp-secret").textContent = "";
+  $("#totp-uri").textContent = "";
+  $("#totp-uri").removeAttribute("href");
+  $("#totp-enrollment").hidden = true;
+  say("Authenticator app added.");
+  return refresh();
+}
+
+async function removeTotp() {
+  const confirm = $("#confirm-lockout").checked ? "?confirm_lockout=true" : "";
+  const answer = await api("DELETE", "/me/totp" + confirm);
+  if (answer.status === 409) return say("This is your last factor and a second factor is required: tick the box to remove it anyway.");
+  say(answer.status === 200 ? "Authenticator app removed." : "Not removed: " + (answer.json && answer.json.code));
+  return refresh();
+}
+
 async function logout() {
   await api("POST", "/logout");
   token = null;
@@ -174,4 +233,9 @@ $("#login-form").addEventListener("submit", guarded(login));
 $("#passkey-login").addEventListener("click", guarded(passkeyLogin));
 $("#add-form").addEventListener("submit", guarded(addKey));
 $("#logout").addEventListener("click", guarded(logout));
+$("#totp-login-form").addEventListener("submit", guarded(totpLogin));
+$("#use-key").addEventListener("click", guarded(() => secondFactor(pendingMfa)));
+$("#totp-setup").addEventListener("click", guarded(setUpTotp));
+$("#totp-confirm-form").addEventListener("submit", guarded(confirmTotp));
+$("#totp-remove").addEventListener("click", guarded(removeTotp));
 if (token) refresh(); else show("login-page");

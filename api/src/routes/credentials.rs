@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use keyledger_domain::DEFAULT_TENANT_ID;
 use keyledger_domain::mfa::{CredentialActor, CredentialId, CredentialKind, CredentialLabel};
 use keyledger_domain::tenant::Tenant;
-use keyledger_domain::user::{User, UserCommand, WebauthnCredential};
 use keyledger_domain::user::NewCredential;
+use keyledger_domain::user::{User, UserCommand, WebauthnCredential};
 use keyledger_store::{Actor, ClaimChange, SecretWrite, SideWrites};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,11 +20,11 @@ use super::webauthn_settings::RequirementBody;
 use crate::commands::{context, tenant, user_error};
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery, RequestContext, UserSession};
+use crate::relying_party::{U2fImportError, credential_id_of, passkey_secret_kind, u2f_key_record};
 use crate::second_factors::{
     RegisterBegin, RegisterBeginBody, RegisterFinish, begin_registration, credential_claim,
     finish_registration, load_user, removal_writes,
 };
-use crate::relying_party::{U2fImportError, credential_id_of, passkey_secret_kind, u2f_key_record};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -538,10 +538,12 @@ pub async fn import_u2f(
         code: e.code(),
         detail: e.to_string(),
     };
-    let label = CredentialLabel::parse(body.label.as_deref().unwrap_or("Legacy U2F key"))
-        .map_err(|e| ApiError::InvalidValue {
-            code: e.code(),
-            detail: e.to_string(),
+    let label =
+        CredentialLabel::parse(body.label.as_deref().unwrap_or("Legacy U2F key")).map_err(|e| {
+            ApiError::InvalidValue {
+                code: e.code(),
+                detail: e.to_string(),
+            }
         })?;
     let record = u2f_key_record(
         &body.key_handle,
@@ -588,4 +590,3 @@ pub async fn import_u2f(
     tracing::info!(user_id = %id, credential_id = %credential_id, "legacy U2F key imported");
     registered_answer(executed).await
 }
-
