@@ -2,7 +2,7 @@
 //! browser is asked and checked at finish; and applications, whose overrides turn workflows
 //! on or off for their own logins.
 
-use keyledger_tests::authenticators::SoftKey;
+use keyledger_tests::authenticators::{SoftKey, b64};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -15,6 +15,7 @@ use crate::{Backend, TestApp, app, on_both_backends};
 on_both_backends!(
     the_second_factor_asks_and_checks_the_reauthentication_workflows_verification,
     a_login_offers_and_accepts_only_keys_of_the_workflows_attachment,
+    passwordless_login_asks_and_checks_the_bootstrap_workflows_verification_and_attachment,
     an_admin_creates_applications_and_sets_their_workflow_overrides,
     an_application_turns_workflows_on_or_off_for_its_own_logins,
 );
@@ -430,4 +431,112 @@ async fn an_application_turns_workflows_on_or_off_for_its_own_logins(backend: Ba
     )
     .await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+}
+
+/// A passwordless login with `key`. The software key keeps no discoverable credentials, so it
+/// is pointed at its credential and its answer carries the user handle a discoverable one
+/// would (the handle is not signed: the server maps it to the account whose key must verify).
+async fn passkey(
+    app: &TestApp,
+    key: &mut SoftKey,
+    credential_id: &Value,
+    user_id: &str,
+    tamper: impl Fn(&mut Value),
+) -> keyledger_tests::Answer {
+    let begin = post(app, "/api/v1/login/passkey/begin", None, json!({})).await;
+    assert_eq!(begin.status, StatusCode::OK, "{}", begin.text());
+    let begin = begin.json();
+    assert_eq!(begin["options"]["publicKey"]["allowCredentials"], json!([]));
+    let mut options = begin["options"].clone();
+    options["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": credential_id}]);
+    tamper(&mut options);
+    let mut credential = key.assert(ORIGIN, &options);
+    let handle = uuid::Uuid::parse_str(user_id).unwrap();
+    credential["response"]["userHandle"] = json!(b64(handle.as_bytes()));
+    post(
+        app,
+        "/api/v1/login/passkey/finish",
+        None,
+        json!({"ceremony_id": begin["ceremony_id"], "credential": credential}),
+    )
+    .await
+}
+
+async fn passwordless_login_asks_and_checks_the_bootstrap_workflows_verification_and_attachment(
+    backend: Backend,
+) {
+    let app = app(backend).await;
+    let settings = |enabled: bool, uv: &str, attachment: &str| {
+        json!({"debug": true, "bootstrap": workflow(enabled, attachment, uv),
+            "reauthentication": workflow(true, "any", "discouraged")})
+    };
+    enable_webauthn(&app, settings(false, "discouraged", "any")).await;
+    let id = user(&app, "ada").await;
+    let token = session(&app, "ada").await;
+    let mut key = SoftKey::without_user_verification();
+    let registered = register(&app, &token, &mut key, "security_key").await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text()
+    );
+    let credential_id = registered.json()["credential"]["credential_id"].clone();
+
+    enable_webauthn(&app, settings(true, "discouraged", "any")).await;
+    let begin = post(&app, "/api/v1/login/passkey/begin", None, json!({}))
+        .await
+        .json();
+    assert_eq!(
+        begin["options"]["publicKey"]["userVerification"],
+        "discouraged"
+    );
+    let done = passkey(&app, &mut key, &credential_id, &id, |_| {}).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert_eq!(
+        events(&app, "user.login.succeeded").await.last().unwrap()["method"],
+        "passkey"
+    );
+
+    // Required: asked in the options, and a key that did not verify the user is refused.
+    enable_webauthn(&app, settings(true, "required", "any")).await;
+    let begin = post(&app, "/api/v1/login/passkey/begin", None, json!({}))
+        .await
+        .json();
+    assert_eq!(
+        begin["options"]["publicKey"]["userVerification"],
+        "required"
+    );
+    let refused = passkey(&app, &mut key, &credential_id, &id, |o| {
+        o["publicKey"]["userVerification"] = json!("discouraged");
+    })
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+    assert!(refused.json().get("detail").is_none());
+    assert_eq!(
+        events(&app, "user.mfa.failed").await.last().unwrap()["reason"],
+        "user_verification_missing"
+    );
+
+    // Platform only: this security key is refused at finish; cross-platform takes it.
+    enable_webauthn(&app, settings(true, "discouraged", "platform")).await;
+    let refused = passkey(&app, &mut key, &credential_id, &id, |_| {}).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(
+        events(&app, "user.mfa.failed").await.last().unwrap()["reason"],
+        "authenticator_attachment_not_allowed"
+    );
+    enable_webauthn(&app, settings(true, "discouraged", "cross_platform")).await;
+    let done = passkey(&app, &mut key, &credential_id, &id, |_| {}).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
 }

@@ -70,7 +70,8 @@ pub struct U2fKey {
     counter: u32,
 }
 
-fn b64(bytes: &[u8]) -> String {
+/// Unpadded base64url, as WebAuthn's JSON carries binary values.
+pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
