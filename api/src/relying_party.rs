@@ -10,7 +10,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keyledger_domain::mfa::{CredentialId, CredentialKind, UserVerification, WebauthnSettings};
+use keyledger_domain::mfa::{
+    Attachment, CredentialId, CredentialKind, UserVerification, WebauthnSettings, Workflow,
+};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{MfaFailureReason, NewCredential};
 use serde::{Deserialize, Serialize};
@@ -20,8 +22,8 @@ use webauthn_rs::prelude::{
 };
 use webauthn_rs_core::WebauthnCore;
 use webauthn_rs_core::proto::{
-    AuthenticationResult, AuthenticationState, Credential, CredentialID, RegistrationState,
-    RequestAuthenticationExtensions, UserVerificationPolicy,
+    AuthenticationResult, AuthenticationState, Credential, CredentialID, PublicKeyCredentialHints,
+    RegistrationState, RequestAuthenticationExtensions, UserVerificationPolicy,
 };
 
 use crate::error::ApiError;
@@ -156,9 +158,16 @@ impl RelyingParty {
     pub fn start_assertion(
         &self,
         keys: Vec<Credential>,
-        user_verification: UserVerification,
+        workflow: Workflow,
         appid: Option<String>,
     ) -> Result<(RequestChallengeResponse, AuthenticationState), ApiError> {
+        // A hint steers the browser to the kind of authenticator the workflow allows; the
+        // kind is enforced at finish, since a hint binds no one.
+        let hints = match workflow.attachment {
+            Attachment::Any => None,
+            Attachment::Platform => Some(vec![PublicKeyCredentialHints::ClientDevice]),
+            Attachment::CrossPlatform => Some(vec![PublicKeyCredentialHints::SecurityKey]),
+        };
         let extensions = appid.map(|appid| RequestAuthenticationExtensions {
             appid: Some(appid),
             uvm: None,
@@ -166,9 +175,10 @@ impl RelyingParty {
         });
         let builder = self
             .core
-            .new_challenge_authenticate_builder(keys, Some(policy(user_verification)))
+            .new_challenge_authenticate_builder(keys, Some(policy(workflow.user_verification)))
             .map_err(ApiError::internal)?
-            .extensions(extensions);
+            .extensions(extensions)
+            .hints(hints);
         self.core
             .generate_challenge_authenticate(builder)
             .map_err(ApiError::internal)
@@ -303,13 +313,13 @@ pub fn u2f_key_record(
         }
     };
     let cred = Credential {
-        cred_id: handle.into(),
+        cred_id: handle,
         cred: COSEKey {
             type_: COSEAlgorithm::ES256,
             key: COSEKeyType::EC_EC2(COSEEC2Key {
                 curve: ECDSACurve::SECP256R1,
-                x: point[1..33].to_vec().into(),
-                y: point[33..65].to_vec().into(),
+                x: point[1..33].to_vec(),
+                y: point[33..65].to_vec(),
             }),
         },
         counter,

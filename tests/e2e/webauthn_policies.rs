@@ -189,6 +189,10 @@ async fn a_login_offers_and_accepts_only_keys_of_the_workflows_attachment(backen
         vec![device_id.clone()],
         "only the device authenticator is offered"
     );
+    assert_eq!(
+        begin["options"]["publicKey"]["hints"],
+        json!(["client-device"])
+    );
     // A client that offers the security key anyway is refused at finish.
     let mut tampered = begin["options"].clone();
     tampered["publicKey"]["allowCredentials"] = json!([{"type": "public-key", "id": roaming_id}]);
@@ -523,8 +527,16 @@ async fn passwordless_login_asks_and_checks_the_bootstrap_workflows_verification
         "user_verification_missing"
     );
 
-    // Platform only: this security key is refused at finish; cross-platform takes it.
+    // Platform only: the browser is hinted at device authenticators, and this security key
+    // is refused at finish; cross-platform takes it.
     enable_webauthn(&app, settings(true, "discouraged", "platform")).await;
+    let begin = post(&app, "/api/v1/login/passkey/begin", None, json!({}))
+        .await
+        .json();
+    assert_eq!(
+        begin["options"]["publicKey"]["hints"],
+        json!(["client-device"])
+    );
     let refused = passkey(&app, &mut key, &credential_id, &id, |_| {}).await;
     assert_eq!(
         refused.status,

@@ -420,7 +420,7 @@ pub(crate) async fn begin_assertion(
                 .into(),
         });
     }
-    let (options, authentication) = rp.start_assertion(keys, workflow.user_verification, appid)?;
+    let (options, authentication) = rp.start_assertion(keys, workflow, appid)?;
     put_assertion(
         state,
         tenant,
@@ -652,8 +652,7 @@ pub async fn passkey_begin(
             detail: "passwordless login (the bootstrap workflow) is not enabled".into(),
         });
     }
-    let (options, authentication) =
-        rp.start_assertion(Vec::new(), settings.bootstrap.user_verification, None)?;
+    let (options, authentication) = rp.start_assertion(Vec::new(), settings.bootstrap, None)?;
     Ok(Json(
         put_assertion(
             &state,
