@@ -64,6 +64,8 @@ mod tests {
         progress.set(crate::views::mfa::NAME, 9);
         assert!(!progress.wait_for(5, Duration::from_millis(20)).await);
         progress.set(crate::webhooks::view::NAME, 9);
+        assert!(!progress.wait_for(5, Duration::from_millis(20)).await);
+        progress.set(crate::views::applications::NAME, 6);
         assert!(progress.wait_for(5, Duration::from_millis(20)).await);
         assert_eq!(progress.reached(), 5);
     }
