@@ -4,11 +4,14 @@
 //! A right password for a user who owes a second factor yields an MFA token (5 minutes),
 //! never a session; the token is kept only as a hash, in the ceremonies table.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
-use keyledger_domain::mfa::CredentialActor;
-use keyledger_domain::mfa::{Attachment, UserVerification, Workflow};
+use keyledger_domain::mfa::{
+    Attachment, CredentialActor, CredentialId, CredentialKind, UserVerification, Workflow,
+};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{
     LoginMethod, MfaFailureReason, MfaMethod, SecondFactorProof, User, UserCommand, UserEvent,
@@ -282,6 +285,10 @@ pub(crate) struct AssertionState {
     authentication: AuthenticationState,
     user_verification: UserVerification,
     attachment: Attachment,
+    /// For an assertion of a known user: the kind of each of their keys at begin, so that
+    /// finish needs no second load of the account. A key not here was not offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kinds: Option<BTreeMap<CredentialId, CredentialKind>>,
 }
 
 /// Takes the assertion ceremony (once), verifies the browser's answer against the user's keys
@@ -320,8 +327,8 @@ pub(crate) async fn verified_assertion(
         return Err(ApiError::MfaFailed);
     };
     let rp = relying_party(tenant)?;
-    let user = load_user(state, user_id).await?;
-    match check_assertion(state, &rp, &user, credential, &ceremony).await? {
+    let kinds = ceremony.kinds.clone().unwrap_or_default();
+    match check_assertion(state, &rp, user_id, &kinds, credential, &ceremony).await? {
         Ok(verified) => Ok(verified),
         Err(reason) => {
             fail(reason).await?;
@@ -336,13 +343,14 @@ pub(crate) async fn verified_assertion(
 async fn check_assertion(
     state: &AppState,
     rp: &RelyingParty,
-    user: &User,
+    user_id: Uuid,
+    kinds: &BTreeMap<CredentialId, CredentialKind>,
     credential: &PublicKeyCredential,
     ceremony: &AssertionState,
 ) -> Result<Result<(SecondFactorProof, SecretWrite), MfaFailureReason>, ApiError> {
     let presented = credential.get_credential_id();
     let Some((credential_id, mut key)) =
-        user_passkeys(state, user.id())
+        user_passkeys(state, user_id)
             .await?
             .into_iter()
             .find(|(_, key)| {
@@ -352,11 +360,7 @@ async fn check_assertion(
     else {
         return Ok(Err(MfaFailureReason::UnknownCredential));
     };
-    let kind = user
-        .webauthn_credentials()
-        .find(|c| c.credential_id == credential_id)
-        .map(|c| c.kind);
-    match kind {
+    match kinds.get(&credential_id).copied() {
         None => return Ok(Err(MfaFailureReason::UnknownCredential)),
         Some(kind) if !ceremony.attachment.allows(kind) => {
             return Ok(Err(MfaFailureReason::AuthenticatorAttachmentNotAllowed));
@@ -398,6 +402,7 @@ pub(crate) async fn begin_assertion(
 ) -> Result<AssertionBeginBody, ApiError> {
     let rp = relying_party(tenant)?;
     let user = load_user(state, user_id).await?;
+    let kinds = kinds_of(&user);
     let allowed: Vec<_> = user
         .webauthn_credentials()
         .filter(|c| workflow.attachment.allows(c.kind))
@@ -428,9 +433,17 @@ pub(crate) async fn begin_assertion(
         purpose,
         authentication,
         workflow,
+        Some(kinds),
         options,
     )
     .await
+}
+
+/// The kind of each of `user`'s keys.
+fn kinds_of(user: &User) -> BTreeMap<CredentialId, CredentialKind> {
+    user.webauthn_credentials()
+        .map(|c| (c.credential_id.clone(), c.kind))
+        .collect()
 }
 
 /// Keeps an assertion's state for its finish (60 seconds, answered once).
@@ -441,12 +454,14 @@ async fn put_assertion(
     purpose: &str,
     authentication: AuthenticationState,
     workflow: Workflow,
+    kinds: Option<BTreeMap<CredentialId, CredentialKind>>,
     options: RequestChallengeResponse,
 ) -> Result<AssertionBeginBody, ApiError> {
     let kept = AssertionState {
         authentication,
         user_verification: workflow.user_verification,
         attachment: workflow.attachment,
+        kinds,
     };
     let ceremony_id = tokens::generate();
     let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
@@ -661,6 +676,8 @@ pub async fn passkey_begin(
             DISCOVERABLE,
             authentication,
             settings.bootstrap,
+            // The key names the user only at finish.
+            None,
             options,
         )
         .await?,
@@ -708,23 +725,31 @@ pub async fn passkey_finish(
     }
     let ctx = context(&state, tenant.id(), &request, user_actor(user_id));
     let attempt_id = Uuid::now_v7();
-    let (proof, secret) =
-        match check_assertion(&state, &rp, &user, &body.credential, &ceremony).await? {
-            Ok(verified) => verified,
-            Err(reason) => {
-                record_failure(
-                    &state,
-                    &tenant,
-                    user_id,
-                    attempt_id,
-                    MfaMethod::Webauthn,
-                    reason,
-                    &ctx,
-                )
-                .await?;
-                return Err(ApiError::MfaFailed);
-            }
-        };
+    let (proof, secret) = match check_assertion(
+        &state,
+        &rp,
+        user_id,
+        &kinds_of(&user),
+        &body.credential,
+        &ceremony,
+    )
+    .await?
+    {
+        Ok(verified) => verified,
+        Err(reason) => {
+            record_failure(
+                &state,
+                &tenant,
+                user_id,
+                attempt_id,
+                MfaMethod::Webauthn,
+                reason,
+                &ctx,
+            )
+            .await?;
+            return Err(ApiError::MfaFailed);
+        }
+    };
     let command = UserCommand::UseSecondFactor {
         proof,
         login: Some((attempt_id, LoginMethod::Passkey)),
