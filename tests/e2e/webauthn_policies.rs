@@ -151,6 +151,37 @@ async fn the_second_factor_asks_and_checks_the_reauthentication_workflows_verifi
         "user_verification_missing"
     );
     assert!(app.server_log().contains("UserVerificationMissing"));
+
+    // A new key must verify the user once a workflow requires it.
+    let begin = post(
+        &app,
+        "/api/v1/me/credentials/register/begin",
+        Some(&token),
+        json!({"kind": "security_key"}),
+    )
+    .await
+    .json();
+    assert_eq!(
+        begin["options"]["publicKey"]["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let mut options = asking_no_verification(&begin["options"]);
+    options["publicKey"]["authenticatorSelection"]["userVerification"] = json!("discouraged");
+    let credential = SoftKey::without_user_verification().register(ORIGIN, &options);
+    let refused = post(
+        &app,
+        "/api/v1/me/credentials/register/finish",
+        Some(&token),
+        json!({"ceremony_id": begin["ceremony_id"], "label": "no PIN", "credential": credential}),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.json()["code"], "webauthn_ceremony_failed");
     // The first session (before the key) and the two accepted second factors.
     assert_eq!(events(&app, "user.login.succeeded").await.len(), 3);
 }
