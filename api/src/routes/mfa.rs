@@ -99,10 +99,6 @@ pub async fn second_step(
         state: pending.clone(),
     };
     if user.has_second_factor() {
-        state
-            .ceremonies
-            .put(&token_key(&token), &ceremony(MFA_TOKEN), expires_at)
-            .await?;
         let mut factors = Vec::new();
         // WebAuthn is offered when the (application's) reauthentication workflow is on and
         // the user holds a key of the attachment it allows.
@@ -125,6 +121,10 @@ pub async fn second_step(
                 detail: "none of the user's second factors may be used here (the WebAuthn workflow is off or allows other authenticators)".into(),
             });
         }
+        state
+            .ceremonies
+            .put(&token_key(&token), &ceremony(MFA_TOKEN), expires_at)
+            .await?;
         return Ok(Ok(MfaChallenge {
             status: "mfa_required",
             mfa_token: token,
