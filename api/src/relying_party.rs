@@ -337,3 +337,108 @@ pub fn u2f_key_record(
     };
     Ok(KeyRecord { cred, appid })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use keyledger_domain::mfa::Attachment;
+    use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+    use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+    use webauthn_rs::prelude::{Passkey, WebauthnBuilder};
+
+    use super::*;
+
+    fn origin() -> Url {
+        Url::parse("https://auth.example.com").unwrap()
+    }
+
+    fn core_party() -> RelyingParty {
+        RelyingParty {
+            core: WebauthnCore::new_unsafe_experts_only(
+                "test",
+                "example.com",
+                vec![origin()],
+                std::time::Duration::from_secs(60),
+                Some(false),
+                Some(false),
+            ),
+        }
+    }
+
+    fn workflow(user_verification: UserVerification) -> Workflow {
+        Workflow {
+            enabled: true,
+            attachment: Attachment::Any,
+            user_verification,
+        }
+    }
+
+    #[test]
+    fn a_key_recorded_by_webauthn_rs_before_the_move_to_its_core_still_logs_in() {
+        let high = WebauthnBuilder::new("example.com", &origin())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut key = SoftPasskey::new(true);
+        let (options, registration) = high
+            .start_passkey_registration(uuid::Uuid::from_u128(7), "ada", "Ada", None)
+            .unwrap();
+        let created = key.do_registration(origin(), options).unwrap();
+        let passkey: Passkey = high
+            .finish_passkey_registration(&created, &registration)
+            .unwrap();
+        let stored = serde_json::to_string(&passkey).unwrap();
+
+        let record: KeyRecord = serde_json::from_str(&stored).unwrap();
+        assert_eq!(record.cred_id(), passkey.cred_id());
+        assert_eq!(record.appid, None);
+        let rp = core_party();
+        let (options, state) = rp
+            .start_assertion(
+                vec![record.cred.clone()],
+                workflow(UserVerification::Required),
+                None,
+            )
+            .unwrap();
+        let asserted = key.do_authentication(origin(), options).unwrap();
+        let result = rp
+            .finish_assertion(&asserted, &state, &record, UserVerification::Required)
+            .unwrap();
+        assert!(result.user_verified());
+    }
+
+    #[test]
+    fn a_u2f_key_record_holds_the_point_and_refuses_what_is_not_one() {
+        // The P-256 generator: a valid point.
+        let point = hex::decode(
+            "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296\
+             4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5",
+        )
+        .unwrap();
+        let encoded = URL_SAFE_NO_PAD.encode(&point);
+        let handle = URL_SAFE_NO_PAD.encode([9u8; 64]);
+        let record = u2f_key_record(&handle, &encoded, 12, Some("https://example.com")).unwrap();
+        assert_eq!(record.cred.counter, 12);
+        assert_eq!(record.appid.as_deref(), Some("https://example.com"));
+        assert!(!record.cred.user_verified);
+        let mut off_curve = point.clone();
+        off_curve[64] ^= 1;
+        assert_eq!(
+            u2f_key_record(&handle, &URL_SAFE_NO_PAD.encode(&off_curve), 0, None).unwrap_err(),
+            U2fImportError::PublicKey
+        );
+        assert_eq!(
+            u2f_key_record(&handle, &URL_SAFE_NO_PAD.encode(&point[..33]), 0, None).unwrap_err(),
+            U2fImportError::PublicKey
+        );
+        assert_eq!(
+            u2f_key_record("$$", &encoded, 0, None).unwrap_err(),
+            U2fImportError::KeyHandle
+        );
+        assert_eq!(
+            u2f_key_record(&handle, &encoded, 0, Some("http://example.com")).unwrap_err(),
+            U2fImportError::AppId
+        );
+    }
+}
