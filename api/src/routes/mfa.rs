@@ -291,6 +291,21 @@ pub(crate) struct AssertionState {
     kinds: Option<BTreeMap<CredentialId, CredentialKind>>,
 }
 
+impl AssertionState {
+    fn new(
+        authentication: AuthenticationState,
+        workflow: Workflow,
+        kinds: Option<BTreeMap<CredentialId, CredentialKind>>,
+    ) -> Self {
+        Self {
+            authentication,
+            user_verification: workflow.user_verification,
+            attachment: workflow.attachment,
+            kinds,
+        }
+    }
+}
+
 /// Takes the assertion ceremony (once), verifies the browser's answer against the user's keys
 /// and answers what the aggregate must judge (the proof) and the updated key record to keep.
 #[allow(clippy::too_many_arguments)]
@@ -431,9 +446,7 @@ pub(crate) async fn begin_assertion(
         tenant,
         Some(user_id),
         purpose,
-        authentication,
-        workflow,
-        Some(kinds),
+        AssertionState::new(authentication, workflow, Some(kinds)),
         options,
     )
     .await
@@ -452,17 +465,9 @@ async fn put_assertion(
     tenant: &Tenant,
     user_id: Option<Uuid>,
     purpose: &str,
-    authentication: AuthenticationState,
-    workflow: Workflow,
-    kinds: Option<BTreeMap<CredentialId, CredentialKind>>,
+    kept: AssertionState,
     options: RequestChallengeResponse,
 ) -> Result<AssertionBeginBody, ApiError> {
-    let kept = AssertionState {
-        authentication,
-        user_verification: workflow.user_verification,
-        attachment: workflow.attachment,
-        kinds,
-    };
     let ceremony_id = tokens::generate();
     let expires_at = state.clock.now() + Duration::seconds(CEREMONY_SECONDS);
     state
@@ -674,10 +679,8 @@ pub async fn passkey_begin(
             &tenant,
             None,
             DISCOVERABLE,
-            authentication,
-            settings.bootstrap,
             // The key names the user only at finish.
-            None,
+            AssertionState::new(authentication, settings.bootstrap, None),
             options,
         )
         .await?,
