@@ -45,10 +45,13 @@ pub(super) struct Decided {
 }
 
 /// Runs until every `EventLog` handle is dropped and the queue is drained.
+/// `announce` (PostgreSQL only) hands the last committed position to the notifier task, so the
+/// writer never waits for other nodes to be told before it takes the next batch.
 pub(super) async fn run(
     db: Database,
     mut jobs: mpsc::Receiver<Job>,
     head: Arc<watch::Sender<u64>>,
+    announce: Option<watch::Sender<u64>>,
 ) {
     while let Some(first) = jobs.recv().await {
         let mut events = first.request.events.len();
@@ -71,17 +74,34 @@ pub(super) async fn run(
             // committed); a retry with the same event ids finds it.
             let _ = reply.send(outcome);
         }
-        // Other nodes last: a round trip nobody's reply should wait for.
+        // Other nodes last, and not by this task: the notification is a round trip that
+        // neither a reply nor the next batch should wait for. The position is only handed
+        // over after commit.
         if let Some(position) = decided.head
             && decided.wrote_events
-            && db.backend() == Backend::Postgres
-            && let Err(e) = sql::notify(db.pool(), NOTIFY_CHANNEL, position).await
+            && let Some(announce) = &announce
         {
+            announce.send_if_modified(|last| {
+                let newer = position > *last;
+                *last = (*last).max(position);
+                newer
+            });
+        }
+    }
+    tracing::debug!("event log writer stopped");
+}
+
+/// Tells other nodes (PostgreSQL `NOTIFY`) about committed positions. Positions committed
+/// while a notification is on its way are coalesced into the next one: a follower only needs
+/// the newest head. Stops after announcing the last position once the writer has stopped.
+pub(super) async fn announce(db: Database, mut positions: watch::Receiver<u64>) {
+    while positions.changed().await.is_ok() {
+        let position = *positions.borrow_and_update();
+        if let Err(e) = sql::notify(db.pool(), NOTIFY_CHANNEL, position).await {
             // Followers on other nodes catch up at their next wake-up or reconnect.
             tracing::warn!(error = %error_chain(&e), "could not notify other nodes");
         }
     }
-    tracing::debug!("event log writer stopped");
 }
 
 /// Commits a batch. If the transaction fails, each request is tried again alone, so a
