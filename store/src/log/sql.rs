@@ -276,6 +276,124 @@ pub(super) async fn take_append_lock(conn: &mut AnyConnection) -> Result<(), Sto
     Ok(())
 }
 
+/// Everything a batch must read under the append lock but its claims, in one statement where
+/// the batch is small enough (every statement is a round trip on PostgreSQL and a thread
+/// hand-off on SQLite, and a batch is decided while every other writer waits): the head, the
+/// version of each stream, and the stored events carrying any of the batch's event ids. Rows
+/// are told apart by `tag`: 0 the head, 1 a stream (`n` its index, `m` its version), 2 a
+/// stored event. Streams and ids beyond the first chunk are read by the chunked queries.
+pub(super) async fn snapshot(
+    conn: &mut AnyConnection,
+    streams: &[StreamId],
+    ids: &[Uuid],
+) -> Result<
+    (
+        Option<ChainHead>,
+        HashMap<StreamId, u64>,
+        HashMap<Uuid, StoredEvent>,
+    ),
+    StoreError,
+> {
+    let marks = Marks::of(conn);
+    let (streams_now, streams_later) = streams.split_at(streams.len().min(STREAM_CHUNK));
+    let (ids_now, ids_later) = ids.split_at(ids.len().min(ID_CHUNK));
+    // The NULLs take their types from the other branches of the union.
+    let mut sql = String::from(
+        "SELECT CAST(0 AS BIGINT) AS tag, h.position AS n, NULL AS m, h.hash AS h, \
+         NULL AS event_id, NULL AS stream_kind, NULL AS stream_id, NULL AS event_type, \
+         NULL AS payload \
+         FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h",
+    );
+    let mut n = 0;
+    if !streams_now.is_empty() {
+        sql.push_str(
+            " UNION ALL SELECT 1, v.column3, (SELECT MAX(e.stream_version) FROM events e \
+             WHERE e.stream_kind = v.column1 AND e.stream_id = v.column2), NULL, \
+             NULL, NULL, NULL, NULL, NULL FROM (VALUES ",
+        );
+        for i in 0..streams_now.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            marks.push(&mut sql, n + 1);
+            sql.push_str(", ");
+            marks.push(&mut sql, n + 2);
+            let _ = write!(sql, ", {i})");
+            n += 2;
+        }
+        sql.push_str(") AS v");
+    }
+    if !ids_now.is_empty() {
+        sql.push_str(
+            " UNION ALL SELECT 2, position, stream_version, NULL, event_id, stream_kind, \
+             stream_id, event_type, payload FROM events WHERE event_id IN (",
+        );
+        for i in 0..ids_now.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            marks.push(&mut sql, n);
+        }
+        sql.push(')');
+    }
+    let mut query = sqlx::query(&sql).persistent(false);
+    for stream in streams_now {
+        query = query.bind(&stream.kind).bind(&stream.id);
+    }
+    for id in ids_now {
+        query = query.bind(id.to_string());
+    }
+    let mut head = None;
+    let mut versions = HashMap::new();
+    let mut stored = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let tag: i64 = row.try_get("tag")?;
+        match tag {
+            0 => {
+                head = Some(ChainHead {
+                    position: get_u64(&row, "n")?,
+                    hash: get_hash(&row, "h")?,
+                });
+            }
+            1 => {
+                let i: i64 = row.try_get("n")?;
+                let stream = usize::try_from(i)
+                    .ok()
+                    .and_then(|i| streams_now.get(i))
+                    .ok_or_else(|| StoreError::Corrupt(format!("unexpected stream index {i}")))?;
+                let version: Option<i64> = row.try_get("m")?;
+                if let Some(version) = version {
+                    let version = u64::try_from(version).map_err(|_| {
+                        StoreError::Corrupt(format!("stream {stream} has version {version}"))
+                    })?;
+                    versions.insert(stream.clone(), version);
+                }
+            }
+            2 => {
+                stored.insert(
+                    get_uuid(&row, "event_id")?,
+                    StoredEvent {
+                        stream: StreamId {
+                            kind: row.try_get("stream_kind")?,
+                            id: row.try_get("stream_id")?,
+                        },
+                        event_type: row.try_get("event_type")?,
+                        payload: row.try_get("payload")?,
+                        position: get_u64(&row, "n")?,
+                        stream_version: get_u64(&row, "m")?,
+                    },
+                );
+            }
+            other => return Err(StoreError::Corrupt(format!("unexpected row tag {other}"))),
+        }
+    }
+    versions.extend(stream_versions(conn, streams_later).await?);
+    stored.extend(stored_events(conn, ids_later).await?);
+    Ok((head, versions, stored))
+}
+
 /// The current version of each stream that has events.
 pub(super) async fn stream_versions(
     conn: &mut AnyConnection,
