@@ -90,6 +90,12 @@ pub(super) async fn run(
                 newer
             });
         }
+        // Let the requesters just answered run, and queue their next appends, before the next
+        // batch is gathered: otherwise the next batch holds only the few that were quickest,
+        // the rest wait for the one after, and every commit carries half as many events
+        // (measured at 64 writers on PostgreSQL: 33 events a commit instead of 63, once the
+        // NOTIFY round trip no longer gave them that time).
+        tokio::task::yield_now().await;
     }
     tracing::debug!("event log writer stopped");
 }
