@@ -9,8 +9,12 @@
 //! is one transaction that also folds whatever the live follower had reached, so the view
 //! never goes back in time: on PostgreSQL it drops the live table and moves the fresh one in;
 //! on SQLite it replaces the live rows with the fresh ones (readers keep their snapshot).
+//!
+//! Rebuilding several views reads the log once: each batch read feeds every fresh view, the
+//! views fold it concurrently on their own connections, and the next batch is read meanwhile.
 
-use keyledger_store::{Backend, EventLog};
+use futures_util::future::try_join_all;
+use keyledger_store::{Backend, EventLog, RecordedEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
@@ -23,14 +27,88 @@ use crate::webhooks::view::SubscriptionsView;
 /// Events folded per transaction into the fresh tables.
 const BATCH: u32 = 5_000;
 
-fn selected(projection: Option<&str>) -> Result<Vec<&'static str>, ProjectionError> {
+fn selected(projection: Option<&str>) -> Result<Vec<View>, ProjectionError> {
     match projection {
-        Some(name) => crate::PROJECTIONS
-            .iter()
-            .find(|p| **p == name)
-            .map(|p| vec![*p])
-            .ok_or_else(|| ProjectionError::UnknownProjection(name.to_owned())),
-        None => Ok(crate::PROJECTIONS.to_vec()),
+        Some(name) => Ok(vec![View::named(name)?]),
+        None => crate::PROJECTIONS.iter().map(|p| View::named(p)).collect(),
+    }
+}
+
+/// Any one of the views, so that views of different types can share one read of the log.
+enum View {
+    Users(UsersView),
+    Audit(AuditView),
+    Mfa(MfaView),
+    Subscriptions(SubscriptionsView),
+    Applications(ApplicationsView),
+}
+
+impl View {
+    fn named(name: &str) -> Result<View, ProjectionError> {
+        Ok(match name {
+            crate::views::users::NAME => View::Users(UsersView),
+            crate::views::audit::NAME => View::Audit(AuditView),
+            crate::views::mfa::NAME => View::Mfa(MfaView),
+            crate::webhooks::view::NAME => View::Subscriptions(SubscriptionsView),
+            crate::views::applications::NAME => View::Applications(ApplicationsView),
+            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
+        })
+    }
+}
+
+impl Projection for View {
+    fn name(&self) -> &'static str {
+        match self {
+            View::Users(v) => v.name(),
+            View::Audit(v) => v.name(),
+            View::Mfa(v) => v.name(),
+            View::Subscriptions(v) => v.name(),
+            View::Applications(v) => v.name(),
+        }
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        match self {
+            View::Users(v) => v.tables(),
+            View::Audit(v) => v.tables(),
+            View::Mfa(v) => v.tables(),
+            View::Subscriptions(v) => v.tables(),
+            View::Applications(v) => v.tables(),
+        }
+    }
+
+    async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        match self {
+            View::Users(v) => v.migrate(conn).await,
+            View::Audit(v) => v.migrate(conn).await,
+            View::Mfa(v) => v.migrate(conn).await,
+            View::Subscriptions(v) => v.migrate(conn).await,
+            View::Applications(v) => v.migrate(conn).await,
+        }
+    }
+
+    async fn clear(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
+        match self {
+            View::Users(v) => v.clear(conn).await,
+            View::Audit(v) => v.clear(conn).await,
+            View::Mfa(v) => v.clear(conn).await,
+            View::Subscriptions(v) => v.clear(conn).await,
+            View::Applications(v) => v.clear(conn).await,
+        }
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        match self {
+            View::Users(v) => v.apply(conn, events).await,
+            View::Audit(v) => v.apply(conn, events).await,
+            View::Mfa(v) => v.apply(conn, events).await,
+            View::Subscriptions(v) => v.apply(conn, events).await,
+            View::Applications(v) => v.apply(conn, events).await,
+        }
     }
 }
 
@@ -44,19 +122,63 @@ pub async fn rebuild(
 ) -> Result<u64, ProjectionError> {
     migrate_all(log).await?;
     let mut reached = 0;
-    for name in selected(projection)? {
-        reached = match name {
-            crate::views::users::NAME => swap_in(&UsersView, log, &mut progress).await?,
-            crate::views::audit::NAME => swap_in(&AuditView, log, &mut progress).await?,
-            crate::views::mfa::NAME => swap_in(&MfaView, log, &mut progress).await?,
-            crate::webhooks::view::NAME => swap_in(&SubscriptionsView, log, &mut progress).await?,
-            crate::views::applications::NAME => {
-                swap_in(&ApplicationsView, log, &mut progress).await?
-            }
-            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
-        };
+    let mut fresh = Vec::new();
+    for view in selected(projection)? {
+        if view.tables().is_empty() {
+            reached = in_place(&view, log, &mut progress).await?;
+        } else {
+            fresh.push(Fresh::open(view, log).await?);
+        }
+    }
+    let head = log.head().await?.map_or(0, |h| h.position);
+    fold_together(&mut fresh, log, head, &mut progress).await?;
+    // Each swap folds the few events appended since `head` and takes the live follower's
+    // place; views are independent, so swapping them one after the other is consistent.
+    for fresh in fresh {
+        reached = swap_in(fresh, log, &mut progress).await?;
     }
     Ok(reached)
+}
+
+/// Folds the log up to `to` into every fresh view, reading each batch once. The views fold a
+/// batch concurrently (each on its own connection, in its own transaction) while the next
+/// batch is read.
+async fn fold_together(
+    fresh: &mut [Fresh],
+    log: &EventLog,
+    to: u64,
+    progress: &mut impl FnMut(&str, u64),
+) -> Result<(), ProjectionError> {
+    let Some(from) = fresh.iter().map(|f| f.position).min() else {
+        return Ok(());
+    };
+    let want = |at: u64| {
+        u32::try_from(to.saturating_sub(at))
+            .unwrap_or(BATCH)
+            .min(BATCH)
+    };
+    let mut events = if from < to {
+        log.read_all_revealed(from, want(from)).await?
+    } else {
+        Vec::new()
+    };
+    while let Some(last) = events.last().map(|e| e.position) {
+        let read_next = async {
+            if last < to {
+                log.read_all_revealed(last, want(last)).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let fold = try_join_all(fresh.iter_mut().map(|f| f.fold(&events)));
+        let (next, folded) = tokio::join!(read_next, fold);
+        folded?;
+        for f in fresh.iter() {
+            progress(f.view.name(), f.position);
+        }
+        events = next?;
+    }
+    Ok(())
 }
 
 /// A row that differs between a live view and its rebuild, by the table's first column.
@@ -94,25 +216,15 @@ pub async fn compare(
 ) -> Result<Vec<Comparison>, ProjectionError> {
     migrate_all(log).await?;
     let mut found = Vec::new();
-    for name in selected(projection)? {
-        found.push(match name {
-            crate::views::users::NAME => compare_one(&UsersView, log, &mut progress).await?,
-            crate::views::audit::NAME => compare_one(&AuditView, log, &mut progress).await?,
-            crate::views::mfa::NAME => compare_one(&MfaView, log, &mut progress).await?,
-            crate::webhooks::view::NAME => {
-                compare_one(&SubscriptionsView, log, &mut progress).await?
-            }
-            crate::views::applications::NAME => {
-                compare_one(&ApplicationsView, log, &mut progress).await?
-            }
-            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
-        });
+    for view in selected(projection)? {
+        found.push(compare_one(view, log, &mut progress).await?);
     }
     Ok(found)
 }
 
 /// A dedicated connection whose unqualified view tables are fresh, empty copies.
 struct Fresh {
+    view: View,
     conn: AnyConnection,
     backend: Backend,
     tables: &'static [&'static str],
@@ -122,7 +234,8 @@ struct Fresh {
 }
 
 impl Fresh {
-    async fn open<P: Projection>(projection: &P, log: &EventLog) -> Result<Self, ProjectionError> {
+    async fn open(view: View, log: &EventLog) -> Result<Self, ProjectionError> {
+        let projection = &view;
         // Detached: the redirection must never go back to the pool with the connection.
         let mut conn = log.database().pool().acquire().await?.detach();
         let backend = log.database().backend();
@@ -159,6 +272,7 @@ impl Fresh {
             }
         }
         Ok(Self {
+            view,
             conn,
             backend,
             tables,
@@ -189,29 +303,28 @@ impl Fresh {
         }
     }
 
+    /// Folds a batch of events in one transaction; events it already holds are skipped.
+    async fn fold(&mut self, events: &[RecordedEvent]) -> Result<(), ProjectionError> {
+        let start = events.partition_point(|e| e.position <= self.position);
+        let events = &events[start..];
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        let mut tx = self.conn.begin().await?;
+        self.view.apply(&mut tx, events).await?;
+        tx.commit().await?;
+        self.position = last;
+        Ok(())
+    }
+
     /// Folds the log into the fresh tables up to `to`, one transaction per batch.
-    async fn fold_to<P: Projection>(
+    async fn fold_to(
         &mut self,
-        projection: &P,
         log: &EventLog,
         to: u64,
         progress: &mut impl FnMut(&str, u64),
     ) -> Result<(), ProjectionError> {
-        while self.position < to {
-            let want = u32::try_from(to - self.position)
-                .unwrap_or(BATCH)
-                .min(BATCH);
-            let events = log.read_all_revealed(self.position, want).await?;
-            let Some(last) = events.last().map(|e| e.position) else {
-                break;
-            };
-            let mut tx = self.conn.begin().await?;
-            projection.apply(&mut tx, &events).await?;
-            tx.commit().await?;
-            self.position = last;
-            progress(projection.name(), last);
-        }
-        Ok(())
+        fold_together(std::slice::from_mut(self), log, to, progress).await
     }
 
     /// Folds events after `self.position` up to `to` inside the caller's transaction.
@@ -255,19 +368,13 @@ impl Fresh {
     }
 }
 
-async fn swap_in<P: Projection>(
-    projection: &P,
+/// Folds what was appended since `fresh` was folded and swaps it in for the live view.
+async fn swap_in(
+    mut fresh: Fresh,
     log: &EventLog,
     progress: &mut impl FnMut(&str, u64),
 ) -> Result<u64, ProjectionError> {
-    if projection.tables().is_empty() {
-        return in_place(projection, log, progress).await;
-    }
-    let mut fresh = Fresh::open(projection, log).await?;
-    let head = log.head().await?.map_or(0, |h| h.position);
-    fresh.fold_to(projection, log, head, progress).await?;
-
-    let name = projection.name();
+    let name = fresh.view.name();
     let backend = fresh.backend;
     let pairs = fresh.pairs();
     let folded = fresh.position;
@@ -289,7 +396,7 @@ async fn swap_in<P: Projection>(
         .await?
         .try_get(0)?;
     let target = to_u64(live).max(folded);
-    let reached = Fresh::fold_in(projection, &mut tx, log, folded, target).await?;
+    let reached = Fresh::fold_in(&fresh.view, &mut tx, log, folded, target).await?;
     for (live_table, fresh_table) in &pairs {
         let statements = match backend {
             Backend::Postgres => vec![
@@ -342,20 +449,20 @@ async fn in_place<P: Projection>(
 /// Attempts at finding the live view standing still long enough to compare.
 const COMPARE_ATTEMPTS: usize = 20;
 
-async fn compare_one<P: Projection>(
-    projection: &P,
+async fn compare_one(
+    view: View,
     log: &EventLog,
     progress: &mut impl FnMut(&str, u64),
 ) -> Result<Comparison, ProjectionError> {
-    let name = projection.name();
-    if projection.tables().is_empty() {
+    let name = view.name();
+    if view.tables().is_empty() {
         return Err(ProjectionError::UnknownProjection(format!(
             "{name} (it lists no tables to compare)"
         )));
     }
-    let mut fresh = Fresh::open(projection, log).await?;
+    let mut fresh = Fresh::open(view, log).await?;
     let head = log.head().await?.map_or(0, |h| h.position);
-    fresh.fold_to(projection, log, head, progress).await?;
+    fresh.fold_to(log, head, progress).await?;
     let mut attempt = 0;
     let differences = loop {
         attempt += 1;
@@ -363,7 +470,7 @@ async fn compare_one<P: Projection>(
             let mut conn = log.database().pool().acquire().await?;
             checkpoint::read(&mut conn, name).await?
         };
-        fresh.fold_to(projection, log, live, progress).await?;
+        fresh.fold_to(log, live, progress).await?;
         let (backend, pairs, folded) = (fresh.backend, fresh.pairs(), fresh.position);
         let mut tx = fresh.conn.begin().await?;
         if backend == Backend::Postgres {

@@ -70,7 +70,15 @@ impl EventLog {
         let start = sql::head(db.pool()).await?.map_or(0, |h| h.position);
         let head = Arc::new(watch::Sender::new(start));
         let (jobs, queue) = mpsc::channel(QUEUE);
-        tokio::spawn(writer::run(db.clone(), queue, Arc::clone(&head)));
+        let announce = match db.backend() {
+            Backend::Postgres => {
+                let (announce, positions) = watch::channel(start);
+                tokio::spawn(writer::announce(db.clone(), positions));
+                Some(announce)
+            }
+            Backend::Sqlite => None,
+        };
+        tokio::spawn(writer::run(db.clone(), queue, Arc::clone(&head), announce));
         let listener = listener.map(|listener| {
             tokio::spawn(listen::follow(db.clone(), listener, Arc::clone(&head))).abort_handle()
         });

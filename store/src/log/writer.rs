@@ -10,6 +10,8 @@ use std::error::Error as _;
 use std::sync::Arc;
 
 use chrono::Utc;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Connection};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::plan::{self, PreparedRequest, Snapshot};
@@ -45,11 +47,15 @@ pub(super) struct Decided {
 }
 
 /// Runs until every `EventLog` handle is dropped and the queue is drained.
+/// `announce` (PostgreSQL only) hands the last committed position to the notifier task, so the
+/// writer never waits for other nodes to be told before it takes the next batch.
 pub(super) async fn run(
     db: Database,
     mut jobs: mpsc::Receiver<Job>,
     head: Arc<watch::Sender<u64>>,
+    announce: Option<watch::Sender<u64>>,
 ) {
+    let mut writer = Writer::new(db);
     while let Some(first) = jobs.recv().await {
         let mut events = first.request.events.len();
         let mut batch = vec![first];
@@ -60,7 +66,7 @@ pub(super) async fn run(
         }
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|j| (j.request, j.reply)).unzip();
-        let decided = process(&db, &requests).await;
+        let decided = writer.process(&requests).await;
         // Local followers first, so a caller that has its reply sees its own position in
         // `subscribe()`.
         if let Some(position) = decided.head {
@@ -71,64 +77,123 @@ pub(super) async fn run(
             // committed); a retry with the same event ids finds it.
             let _ = reply.send(outcome);
         }
-        // Other nodes last: a round trip nobody's reply should wait for.
+        // Other nodes last, and not by this task: the notification is a round trip that
+        // neither a reply nor the next batch should wait for. The position is only handed
+        // over after commit.
         if let Some(position) = decided.head
             && decided.wrote_events
-            && db.backend() == Backend::Postgres
-            && let Err(e) = sql::notify(db.pool(), NOTIFY_CHANNEL, position).await
+            && let Some(announce) = &announce
         {
-            // Followers on other nodes catch up at their next wake-up or reconnect.
-            tracing::warn!(error = %error_chain(&e), "could not notify other nodes");
+            announce.send_if_modified(|last| {
+                let newer = position > *last;
+                *last = (*last).max(position);
+                newer
+            });
         }
+        // Let the requesters just answered run, and queue their next appends, before the next
+        // batch is gathered: otherwise the next batch holds only the few that were quickest,
+        // the rest wait for the one after, and every commit carries half as many events
+        // (measured at 64 writers on PostgreSQL: 33 events a commit instead of 63, once the
+        // NOTIFY round trip no longer gave them that time).
+        tokio::task::yield_now().await;
     }
     tracing::debug!("event log writer stopped");
 }
 
-/// Commits a batch. If the transaction fails, each request is tried again alone, so a
-/// request the database refuses (say, a NUL byte in a PostgreSQL text) fails only itself.
-/// Retrying is safe even when the failed commit's outcome is unknown: a request that did
-/// commit is found by its event ids and answered with its original positions.
-pub(super) async fn process(db: &Database, requests: &[PreparedRequest]) -> Decided {
-    let error = match commit(db, requests).await {
-        Ok(decided) => return decided,
-        Err(error) => error,
-    };
-    if requests.len() == 1 {
-        tracing::warn!(error = %error_chain(&error), "append failed");
-        return Decided {
-            outcomes: vec![Err(error.into())],
+/// Tells other nodes (PostgreSQL `NOTIFY`) about committed positions. Positions committed
+/// while a notification is on its way are coalesced into the next one: a follower only needs
+/// the newest head. Stops after announcing the last position once the writer has stopped.
+pub(super) async fn announce(db: Database, mut positions: watch::Receiver<u64>) {
+    while positions.changed().await.is_ok() {
+        let position = *positions.borrow_and_update();
+        if let Err(e) = sql::notify(db.pool(), NOTIFY_CHANNEL, position).await {
+            // Followers on other nodes catch up at their next wake-up or reconnect.
+            tracing::warn!(error = %error_chain(&e), "could not notify other nodes");
+        }
+    }
+}
+
+/// The writer's own connection, kept from batch to batch: taking one from the pool for every
+/// batch costs a health check (a round trip) each time, and a kept connection keeps its
+/// prepared statements. After an error it is closed, and the next batch opens another.
+pub(super) struct Writer {
+    db: Database,
+    conn: Option<PoolConnection<Any>>,
+}
+
+impl Writer {
+    pub(super) fn new(db: Database) -> Self {
+        Self { db, conn: None }
+    }
+
+    /// Commits a batch. If the transaction fails, each request is tried again alone, so a
+    /// request the database refuses (say, a NUL byte in a PostgreSQL text) fails only itself.
+    /// Retrying is safe even when the failed commit's outcome is unknown: a request that did
+    /// commit is found by its event ids and answered with its original positions.
+    pub(super) async fn process(&mut self, requests: &[PreparedRequest]) -> Decided {
+        let error = match self.commit(requests).await {
+            Ok(decided) => return decided,
+            Err(error) => error,
+        };
+        if requests.len() == 1 {
+            tracing::warn!(error = %error_chain(&error), "append failed");
+            return Decided {
+                outcomes: vec![Err(error.into())],
+                head: None,
+                wrote_events: false,
+            };
+        }
+        tracing::warn!(
+            error = %error_chain(&error),
+            requests = requests.len(),
+            "batch failed; committing its requests one at a time"
+        );
+        let mut all = Decided {
+            outcomes: Vec::with_capacity(requests.len()),
             head: None,
             wrote_events: false,
         };
+        for request in requests {
+            match self.commit(std::slice::from_ref(request)).await {
+                Ok(one) => {
+                    all.outcomes.extend(one.outcomes);
+                    all.head = all.head.max(one.head);
+                    all.wrote_events |= one.wrote_events;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error_chain(&error), "append failed");
+                    all.outcomes.push(Err(error.into()));
+                }
+            }
+        }
+        all
     }
-    tracing::warn!(
-        error = %error_chain(&error),
-        requests = requests.len(),
-        "batch failed; committing its requests one at a time"
-    );
-    let mut all = Decided {
-        outcomes: Vec::with_capacity(requests.len()),
-        head: None,
-        wrote_events: false,
-    };
-    for request in requests {
-        match commit(db, std::slice::from_ref(request)).await {
-            Ok(one) => {
-                all.outcomes.extend(one.outcomes);
-                all.head = all.head.max(one.head);
-                all.wrote_events |= one.wrote_events;
+
+    async fn commit(&mut self, requests: &[PreparedRequest]) -> Result<Decided, StoreError> {
+        let mut conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => self.db.pool().acquire().await?,
+        };
+        match commit(&mut conn, self.db.backend(), requests).await {
+            Ok(decided) => {
+                self.conn = Some(conn);
+                Ok(decided)
             }
             Err(error) => {
-                tracing::warn!(error = %error_chain(&error), "append failed");
-                all.outcomes.push(Err(error.into()));
+                // The connection may be broken or mid-transaction: never reuse it.
+                conn.close_on_drop();
+                Err(error)
             }
         }
     }
-    all
 }
 
-async fn commit(db: &Database, requests: &[PreparedRequest]) -> Result<Decided, StoreError> {
-    let begin = match db.backend() {
+async fn commit(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    requests: &[PreparedRequest],
+) -> Result<Decided, StoreError> {
+    let begin = match backend {
         // IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout for another
         // process; a deferred transaction would fail with SQLITE_BUSY on its first write.
         Backend::Sqlite => "BEGIN IMMEDIATE",
@@ -136,13 +201,15 @@ async fn commit(db: &Database, requests: &[PreparedRequest]) -> Result<Decided, 
         // the append lock, each statement must see what the previous holder committed.
         Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
     };
-    let mut tx = db.pool().begin_with(begin).await?;
+    let mut tx = conn.begin_with(begin).await?;
     sql::take_append_lock(&mut tx).await?;
     let lookups = plan::lookups(requests);
+    let (head, versions, stored) =
+        sql::snapshot(&mut tx, &lookups.streams, &lookups.event_ids).await?;
     let snapshot = Snapshot {
-        head: sql::head(&mut *tx).await?,
-        versions: sql::stream_versions(&mut tx, &lookups.streams).await?,
-        stored: sql::stored_events(&mut tx, &lookups.event_ids).await?,
+        head,
+        versions,
+        stored,
         claims: sql::claims(&mut tx, &lookups.claim_keys).await?,
     };
     let plan = plan::plan(requests, snapshot);
@@ -222,7 +289,7 @@ mod tests {
             duplicate,
             request("c", ExpectedVersion::Exact(3), json!({})),
         ];
-        let decided = process(&db, &batch).await;
+        let decided = Writer::new(db.clone()).process(&batch).await;
         assert_eq!(decided.head, Some(2));
         assert!(decided.wrote_events);
         let o = &decided.outcomes;
@@ -254,7 +321,7 @@ mod tests {
             request("nul\0byte", ExpectedVersion::NoStream, json!({})),
             request("c", ExpectedVersion::NoStream, json!({})),
         ];
-        let decided = process(&db, &batch).await;
+        let decided = Writer::new(db.clone()).process(&batch).await;
         let o = &decided.outcomes;
         assert_eq!(o.len(), 3);
         assert_eq!(o[0].as_ref().unwrap().first_position, 1);
@@ -278,7 +345,9 @@ mod tests {
     async fn a_batch_of_refusals_commits_nothing(url: String) {
         let db = Database::connect(&url).await.unwrap();
         db.migrate().await.unwrap();
-        let decided = process(&db, &[request("a", ExpectedVersion::Exact(5), json!({}))]).await;
+        let decided = Writer::new(db.clone())
+            .process(&[request("a", ExpectedVersion::Exact(5), json!({}))])
+            .await;
         assert!(!decided.wrote_events);
         assert_eq!(decided.head, Some(0));
         let (batches,): (i64,) = sqlx::query_as("SELECT batches FROM log_writer WHERE id = 1")
