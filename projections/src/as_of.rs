@@ -81,17 +81,17 @@ pub async fn user_as_of(log: &EventLog, user_id: Uuid, point: AsOf) -> Result<Us
         }
         AsOf::Time(at) => (head, at),
     };
-    let stored = log
+    let mut stored = log
         .read_stream(&StreamId::new("user", user_id.to_string()))
         .await?;
-    let events = log.reveal(stored).await?;
-    let upto = events.iter().filter(|e| match point {
+    // Only what the fold needs is revealed.
+    stored.retain(|e| match point {
         AsOf::Position(p) => e.position <= p,
         AsOf::Time(t) => e.recorded_at <= t,
     });
-    let upto: Vec<&RecordedEvent> = upto.collect();
-    let row = fold_events(upto.iter().copied())?.map(as_stored);
-    let (mfa, user) = fold_factors(user_id, &upto)?;
+    let events = log.reveal(stored).await?;
+    let (row, mfa, user) = fold_all(user_id, &events)?;
+    let row = row.map(as_stored);
     let mfa = mfa.map(|mut m| {
         m.last_mfa_at = m.last_mfa_at.map(|t| from_micros(t.timestamp_micros()));
         m
@@ -121,35 +121,26 @@ fn as_stored(mut row: UserRow) -> UserRow {
     row
 }
 
-/// The MFA view's row (absent until a factor-related event, as in the view) and the
-/// aggregate, folded from the same events.
-fn fold_factors(
+/// The users view's row, the MFA view's row (absent until a factor-related event, as in the
+/// view) and the aggregate, folded from the same events, each decoded once.
+fn fold_all(
     user_id: Uuid,
-    events: &[&RecordedEvent],
-) -> Result<(Option<MfaRow>, User), ProjectionError> {
-    let mut row: Option<MfaRow> = None;
+    events: &[RecordedEvent],
+) -> Result<(Option<UserRow>, Option<MfaRow>, User), ProjectionError> {
+    let mut row: Option<UserRow> = None;
+    let mut mfa_row: Option<MfaRow> = None;
     let mut user = User::default();
     for event in events {
         let decoded = decode::<UserEvent>(event)?;
+        fold(&mut row, &decoded, event.position);
         if mfa::concerns_mfa(&decoded) {
-            let row = row.get_or_insert_with(|| MfaRow {
+            let mfa_row = mfa_row.get_or_insert_with(|| MfaRow {
                 user_id,
                 ..MfaRow::default()
             });
-            mfa::fold(row, &decoded);
+            mfa::fold(mfa_row, &decoded);
         }
         user.apply(decoded);
     }
-    Ok((row, user))
-}
-
-/// Folds a user's events in order with the users view's fold.
-pub fn fold_events<'a>(
-    events: impl IntoIterator<Item = &'a RecordedEvent>,
-) -> Result<Option<UserRow>, ProjectionError> {
-    let mut row = None;
-    for event in events {
-        fold(&mut row, &decode::<UserEvent>(event)?, event.position);
-    }
-    Ok(row)
+    Ok((row, mfa_row, user))
 }
