@@ -217,6 +217,7 @@ pub async fn run_password_command(
             SideWrites {
                 claims: Vec::new(),
                 secrets: password_secret(events, phc),
+                sessions: Vec::new(),
             }
         })
         .await

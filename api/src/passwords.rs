@@ -1,11 +1,11 @@
 //! Password hashing: argon2id, PHC strings, 16-byte salts, off the async executor with a bound
 //! on how many hashes run at once (each costs ~19 MiB and a core for tens of milliseconds).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher as _, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use keyledger_domain::password::HashParams;
 use tokio::sync::Semaphore;
 
@@ -68,6 +68,7 @@ pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     /// Verified against when the user is unknown, so that an unknown user costs the same time.
     dummy_hash: Arc<String>,
+    memory: Arc<WorkingMemory>,
 }
 
 impl PasswordHasher {
@@ -77,6 +78,7 @@ impl PasswordHasher {
             config,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             dummy_hash: Arc::new(dummy),
+            memory: Arc::default(),
         })
     }
 
@@ -100,15 +102,13 @@ impl PasswordHasher {
         let config = self.config;
         let has_stored = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
+        let memory = Arc::clone(&self.memory);
         let verified = self
             .run(move || {
                 let parsed =
                     PasswordHash::new(&phc).map_err(|e| HashingError::Hash(e.to_string()))?;
-                let matches = Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok();
                 Ok::<_, HashingError>(Verified {
-                    matches,
+                    matches: memory.verify(password.as_bytes(), &parsed),
                     outdated: is_outdated(&parsed, &config),
                 })
             })
@@ -141,6 +141,67 @@ fn hash_now(config: &Argon2Config, password: &str) -> Result<String, HashingErro
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| HashingError::Hash(e.to_string()))
+}
+
+/// argon2's working memory (m KiB a hash), kept for the next verification: allocating and
+/// zeroing 19 MiB for every login costs about a tenth of the hash itself. argon2 writes every
+/// block before it reads it, so what a previous hash left there does not matter. At most one
+/// buffer per permit is ever in use, so at most that many are kept.
+#[derive(Default)]
+struct WorkingMemory {
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl WorkingMemory {
+    /// Whether `password` hashes to `hash`'s output with `hash`'s own algorithm, version,
+    /// parameters and salt; the outputs are compared in constant time.
+    fn verify(&self, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+        let computed = || -> Result<bool, password_hash::Error> {
+            let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+                return Ok(false);
+            };
+            let params = Params::try_from(hash)?;
+            let version = hash
+                .version
+                .map(Version::try_from)
+                .transpose()?
+                .unwrap_or_default();
+            let argon2 = Argon2::new(Algorithm::try_from(hash.algorithm)?, version, params);
+            let mut salt_buffer = [0u8; 64];
+            let salt = salt.decode_b64(&mut salt_buffer)?;
+            let blocks = argon2.params().block_count();
+            let mut memory = self
+                .take()
+                .filter(|m| m.len() >= blocks)
+                .unwrap_or_else(|| vec![Block::default(); blocks]);
+            let output = Output::init_with(expected.len(), |out| {
+                Ok(argon2.hash_password_into_with_memory(
+                    password,
+                    salt,
+                    out,
+                    &mut memory[..blocks],
+                )?)
+            });
+            self.give_back(memory);
+            // `Output`'s equality is constant-time.
+            Ok(output? == expected)
+        };
+        computed().unwrap_or(false)
+    }
+
+    fn take(&self) -> Option<Vec<Block>> {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn give_back(&self, memory: Vec<Block>) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(memory);
+    }
 }
 
 fn is_outdated(hash: &PasswordHash<'_>, config: &Argon2Config) -> bool {
@@ -193,6 +254,43 @@ mod tests {
             .await
             .unwrap();
         assert!(!wrong.matches);
+    }
+
+    /// Verification reuses its working memory: what one hash leaves there must not change the
+    /// next answer, whatever the stored hash's variant, version or size.
+    #[tokio::test]
+    async fn verifications_in_a_row_answer_each_on_its_own() {
+        let hasher = PasswordHasher::new(cheap(), 1).unwrap();
+        let salt = SaltString::encode_b64(b"sixteen byte salt").unwrap();
+        let stored = |algorithm, version, m_cost_kib| {
+            Argon2::new(
+                algorithm,
+                version,
+                Params::new(m_cost_kib, 1, 1, None).unwrap(),
+            )
+            .hash_password(b"a long enough password", &salt)
+            .unwrap()
+            .to_string()
+        };
+        let hashes = [
+            stored(Algorithm::Argon2id, Version::V0x13, 2048),
+            stored(Algorithm::Argon2i, Version::V0x13, 1024),
+            stored(Algorithm::Argon2d, Version::V0x10, 1536),
+            stored(Algorithm::Argon2id, Version::V0x13, 1024),
+        ];
+        for phc in hashes {
+            for (password, matches) in [
+                ("a long enough password", true),
+                ("a long enough passwore", false),
+                ("a long enough password", true),
+            ] {
+                let verified = hasher
+                    .verify(password.into(), Some(phc.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(verified.matches, matches, "{phc} with {password:?}");
+            }
+        }
     }
 
     #[tokio::test]

@@ -250,6 +250,7 @@ pub async fn finish_registration(
                     kind: passkey_secret_kind(&credential_id),
                     value: Some(record.clone()),
                 }],
+                sessions: Vec::new(),
             }
         })
         .await
@@ -274,6 +275,7 @@ pub fn removal_writes(credential_id: &CredentialId) -> SideWrites {
             kind: passkey_secret_kind(credential_id),
             value: None,
         }],
+        sessions: Vec::new(),
     }
 }
 

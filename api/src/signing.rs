@@ -127,6 +127,7 @@ pub async fn announce_key(
             events: vec![event],
             claims: Vec::new(),
             secrets: Vec::new(),
+            sessions: Vec::new(),
         })
         .await
     {
@@ -160,6 +161,7 @@ pub async fn sign_checkpoint(
             events: vec![event],
             claims: Vec::new(),
             secrets: Vec::new(),
+            sessions: Vec::new(),
         })
         .await?;
     Ok((checkpoint, appended))

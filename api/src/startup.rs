@@ -162,6 +162,7 @@ async fn admin_token(
                 kind: ADMIN_TOKEN_SECRET.into(),
                 value: Some(hex::encode(hash)),
             }],
+            sessions: Vec::new(),
         })
         .await;
     match appended {

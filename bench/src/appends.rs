@@ -379,6 +379,7 @@ fn login_failure(user_id: Uuid, version: u64) -> anyhow::Result<AppendRequest> {
         events: vec![workload::login_failed(version, user_id, Utc::now())?],
         claims: Vec::new(),
         secrets: Vec::new(),
+        sessions: Vec::new(),
     })
 }
 

@@ -98,6 +98,7 @@ pub fn new_user(n: u64, failures: usize, now: DateTime<Utc>) -> anyhow::Result<A
         events,
         claims: Vec::new(),
         secrets: Vec::new(),
+        sessions: Vec::new(),
     })
 }
 

@@ -36,6 +36,23 @@ pub async fn read(conn: &mut AnyConnection, name: &str) -> Result<u64, Projectio
     })
 }
 
+/// Every projection's checkpoint, by name.
+pub async fn read_all(
+    conn: &mut AnyConnection,
+) -> Result<std::collections::HashMap<String, u64>, ProjectionError> {
+    let rows = sqlx::query("SELECT name, position FROM projection_checkpoints")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String, _>(0)?,
+                to_u64(row.try_get::<i64, _>(1)?),
+            ))
+        })
+        .collect()
+}
+
 /// Moves the checkpoint from `from` to `to`. Returns false when another runner (another node,
 /// or a rebuild) moved it first: the caller must roll back and read it again. This is what
 /// keeps two nodes from folding the same event twice.
@@ -54,6 +71,43 @@ pub async fn advance(
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Moves every `(name, from)` checkpoint to `to`, all or none: false when another runner moved
+/// any of them first (the caller must roll back). Checkpoints at the same `from` move in one
+/// statement.
+pub async fn advance_many(
+    conn: &mut AnyConnection,
+    checkpoints: &[(&str, u64)],
+    to: u64,
+) -> Result<bool, ProjectionError> {
+    let mut froms: Vec<u64> = checkpoints.iter().map(|(_, from)| *from).collect();
+    froms.sort_unstable();
+    froms.dedup();
+    for from in froms {
+        let names: Vec<&str> = checkpoints
+            .iter()
+            .filter(|(_, at)| *at == from)
+            .map(|(name, _)| *name)
+            .collect();
+        let placeholders = (0..names.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE projection_checkpoints SET position = $1 \
+             WHERE position = $2 AND name IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql).bind(to_i64(to)).bind(to_i64(from));
+        for name in &names {
+            query = query.bind(*name);
+        }
+        let done = query.execute(&mut *conn).await?;
+        if done.rows_affected() != names.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub async fn reset(conn: &mut AnyConnection, name: &str) -> Result<(), ProjectionError> {

@@ -21,8 +21,7 @@ use sqlx::{AnyConnection, Connection, Row};
 use crate::checkpoint::{self, to_i64, to_u64};
 use crate::error::ProjectionError;
 use crate::runner::{Projection, migrate_all};
-use crate::views::{ApplicationsView, AuditView, MfaView, UsersView};
-use crate::webhooks::view::SubscriptionsView;
+use crate::view::View;
 
 /// Events folded per transaction into the fresh tables.
 const BATCH: u32 = 5_000;
@@ -31,84 +30,6 @@ fn selected(projection: Option<&str>) -> Result<Vec<View>, ProjectionError> {
     match projection {
         Some(name) => Ok(vec![View::named(name)?]),
         None => crate::PROJECTIONS.iter().map(|p| View::named(p)).collect(),
-    }
-}
-
-/// Any one of the views, so that views of different types can share one read of the log.
-enum View {
-    Users(UsersView),
-    Audit(AuditView),
-    Mfa(MfaView),
-    Subscriptions(SubscriptionsView),
-    Applications(ApplicationsView),
-}
-
-impl View {
-    fn named(name: &str) -> Result<View, ProjectionError> {
-        Ok(match name {
-            crate::views::users::NAME => View::Users(UsersView),
-            crate::views::audit::NAME => View::Audit(AuditView),
-            crate::views::mfa::NAME => View::Mfa(MfaView),
-            crate::webhooks::view::NAME => View::Subscriptions(SubscriptionsView),
-            crate::views::applications::NAME => View::Applications(ApplicationsView),
-            other => return Err(ProjectionError::UnknownProjection(other.to_owned())),
-        })
-    }
-}
-
-impl Projection for View {
-    fn name(&self) -> &'static str {
-        match self {
-            View::Users(v) => v.name(),
-            View::Audit(v) => v.name(),
-            View::Mfa(v) => v.name(),
-            View::Subscriptions(v) => v.name(),
-            View::Applications(v) => v.name(),
-        }
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        match self {
-            View::Users(v) => v.tables(),
-            View::Audit(v) => v.tables(),
-            View::Mfa(v) => v.tables(),
-            View::Subscriptions(v) => v.tables(),
-            View::Applications(v) => v.tables(),
-        }
-    }
-
-    async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        match self {
-            View::Users(v) => v.migrate(conn).await,
-            View::Audit(v) => v.migrate(conn).await,
-            View::Mfa(v) => v.migrate(conn).await,
-            View::Subscriptions(v) => v.migrate(conn).await,
-            View::Applications(v) => v.migrate(conn).await,
-        }
-    }
-
-    async fn clear(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
-        match self {
-            View::Users(v) => v.clear(conn).await,
-            View::Audit(v) => v.clear(conn).await,
-            View::Mfa(v) => v.clear(conn).await,
-            View::Subscriptions(v) => v.clear(conn).await,
-            View::Applications(v) => v.clear(conn).await,
-        }
-    }
-
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        events: &[RecordedEvent],
-    ) -> Result<(), ProjectionError> {
-        match self {
-            View::Users(v) => v.apply(conn, events).await,
-            View::Audit(v) => v.apply(conn, events).await,
-            View::Mfa(v) => v.apply(conn, events).await,
-            View::Subscriptions(v) => v.apply(conn, events).await,
-            View::Applications(v) => v.apply(conn, events).await,
-        }
     }
 }
 

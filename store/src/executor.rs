@@ -14,11 +14,12 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use uuid::Uuid;
 
+use crate::aggregate_cache::{self, AggregateCache};
 use crate::error::{AppendError, StoreError};
 use crate::log::EventLog;
 use crate::model::{
-    AppendRequest, Appended, ClaimChange, EventMetadata, ExpectedVersion, NewEvent, SecretWrite,
-    StreamId,
+    AppendRequest, Appended, ClaimChange, EventMetadata, ExpectedVersion, NewEvent, NewSession,
+    SecretWrite, StreamId,
 };
 
 /// The facts a command runs under: whose tenant, when, and who asked.
@@ -34,6 +35,7 @@ pub struct CommandContext {
 pub struct SideWrites {
     pub claims: Vec<ClaimChange>,
     pub secrets: Vec<SecretWrite>,
+    pub sessions: Vec<NewSession>,
 }
 
 /// The outcome of a command that the aggregate accepted.
@@ -70,6 +72,8 @@ impl<E: std::error::Error + 'static> From<StoreError> for ExecuteError<E> {
 pub struct CommandExecutor<A: Aggregate> {
     log: EventLog,
     max_attempts: u32,
+    /// Shared by clones, so every request handler reuses what another one folded.
+    cache: AggregateCache<A>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -78,6 +82,7 @@ impl<A: Aggregate> Clone for CommandExecutor<A> {
         Self {
             log: self.log.clone(),
             max_attempts: self.max_attempts,
+            cache: self.cache.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -95,6 +100,7 @@ where
         Self {
             log,
             max_attempts: 128,
+            cache: AggregateCache::new(aggregate_cache::CAPACITY),
             _aggregate: PhantomData,
         }
     }
@@ -103,15 +109,19 @@ where
         StreamId::new(A::TYPE, id)
     }
 
-    /// The aggregate folded from its whole stream, and the stream's version.
+    /// The aggregate folded from its whole stream, and the stream's version. Only the events
+    /// after the version this executor last folded are read.
     pub async fn load(&self, id: &str) -> Result<(A, u64), ExecuteError<A::Error>> {
         let stream = Self::stream(id);
+        let cached = self.cache.get(id);
+        let (mut aggregate, mut version) = cached.clone().unwrap_or_default();
         let recorded = self
             .log
-            .reveal(self.log.read_stream(&stream).await?)
+            .reveal(self.log.read_stream_after(&stream, version).await?)
             .await?;
-        let mut aggregate = A::default();
-        let mut version = 0;
+        if recorded.is_empty() && cached.is_some() {
+            return Ok((aggregate, version));
+        }
         for event in recorded {
             let decoded =
                 decode_event::<A>(&event.event_type, &event.payload).map_err(|reason| {
@@ -122,6 +132,9 @@ where
                 })?;
             aggregate.apply(decoded);
             version = event.stream_version;
+        }
+        if version > 0 {
+            self.cache.put(id, aggregate.clone(), version);
         }
         Ok((aggregate, version))
     }
@@ -175,9 +188,12 @@ where
                 events: new_events,
                 claims: side.claims,
                 secrets: side.secrets,
+                sessions: side.sessions,
             };
             match self.log.append(request).await {
                 Ok(appended) => {
+                    self.cache
+                        .put(id, aggregate.clone(), appended.stream_version);
                     return Ok(Executed {
                         version: appended.stream_version,
                         events,

@@ -10,6 +10,7 @@
 //!
 //! Only this crate knows the log's SQL.
 
+mod aggregate_cache;
 pub mod ceremonies;
 pub mod chain;
 pub mod checkpoint;

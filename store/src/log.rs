@@ -128,6 +128,15 @@ impl EventLog {
         sql::read_stream(self.inner.db.pool(), stream).await
     }
 
+    /// The stream's events after stream version `after_version`, in stream order.
+    pub async fn read_stream_after(
+        &self,
+        stream: &StreamId,
+        after_version: u64,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        sql::read_stream_page(self.inner.db.pool(), stream, after_version, u32::MAX, false).await
+    }
+
     /// Up to `limit` events of a stream after stream version `after_version`, oldest first.
     pub async fn read_stream_page(
         &self,
@@ -180,6 +189,16 @@ impl EventLog {
     /// The stream holding a uniqueness claim, if any.
     pub async fn claim_owner(&self, key: &ClaimKey) -> Result<Option<StreamId>, StoreError> {
         sql::claim_owner(self.inner.db.pool(), key).await
+    }
+
+    /// The stream holding a uniqueness claim, with its secret of kind `secret_kind`: what a
+    /// login looks up, in one statement.
+    pub async fn claim_owner_with_secret(
+        &self,
+        key: &ClaimKey,
+        secret_kind: &str,
+    ) -> Result<Option<(StreamId, Option<String>)>, StoreError> {
+        sql::claim_owner_with_secret(self.inner.db.pool(), key, secret_kind).await
     }
 
     /// A secret kept beside the log for `owner`.

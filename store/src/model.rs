@@ -121,6 +121,32 @@ pub struct SecretWrite {
     pub value: Option<String>,
 }
 
+/// A login session to start in the same transaction as the events that record the login, so
+/// that no session exists without its recorded login (see [`crate::sessions`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// SHA-256 of the bearer token; the token itself is never stored.
+    pub token_hash: [u8; 32],
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// The session ends after this long without use...
+    pub idle: chrono::Duration,
+    /// ...and after this long in any case.
+    pub absolute: chrono::Duration,
+}
+
+impl std::fmt::Debug for NewSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token hash stays out of logs, like every other hash.
+        f.debug_struct("NewSession")
+            .field("user_id", &self.user_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendRequest {
     pub stream: StreamId,
@@ -129,6 +155,8 @@ pub struct AppendRequest {
     pub claims: Vec<ClaimChange>,
     /// Secrets owned by `stream`.
     pub secrets: Vec<SecretWrite>,
+    /// Sessions started if, and only if, the events are written.
+    pub sessions: Vec<NewSession>,
 }
 
 /// Where an append landed.

@@ -1,7 +1,8 @@
 //! Login sessions.
 //!
 //! A session is short-lived state, not history: it lives in a table, not in the log (the log
-//! records the login itself). Tokens are never stored, only their SHA-256, so a copy of the
+//! records the login itself). A password login's session is written by the log's writer in
+//! the transaction of the login's events ([`crate::AppendRequest::sessions`]). Tokens are never stored, only their SHA-256, so a copy of the
 //! table cannot be replayed as cookies.
 //!
 //! A session is valid while it is not revoked and `now` is before both its idle expiry and
@@ -10,11 +11,13 @@
 //! sessions of different assurance levels have different timeouts.
 
 use chrono::{DateTime, Duration, Utc};
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::codec::{get_time, get_uuid, micros};
 use crate::database::Database;
 use crate::error::StoreError;
+use crate::model::NewSession;
 
 /// A valid session, as authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,34 @@ pub struct Session {
     pub tenant_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub absolute_expires_at: DateTime<Utc>,
+}
+
+/// Writes a new session's row (on the caller's connection, so the log's writer can put it in
+/// the transaction of the login's events).
+pub(crate) async fn insert(
+    conn: &mut AnyConnection,
+    session: &NewSession,
+) -> Result<(), StoreError> {
+    let now = micros(session.created_at);
+    let idle = session.idle.num_microseconds().unwrap_or(i64::MAX);
+    let absolute_expires_at =
+        now.saturating_add(session.absolute.num_microseconds().unwrap_or(i64::MAX));
+    let idle_expires_at = now.saturating_add(idle).min(absolute_expires_at);
+    sqlx::query(
+        "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, last_seen_at, \
+         idle_micros, idle_expires_at, absolute_expires_at) \
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+    )
+    .bind(session.token_hash.to_vec())
+    .bind(session.user_id.to_string())
+    .bind(session.tenant_id.to_string())
+    .bind(now)
+    .bind(idle)
+    .bind(idle_expires_at)
+    .bind(absolute_expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[derive(Clone)]
@@ -44,6 +75,8 @@ impl SessionStore {
 
     /// Starts a session that expires after `idle` without use, and after `absolute` in any
     /// case. A token hash that already exists is a database error (tokens are random).
+    /// A session that starts with a login is better written with the login's events instead
+    /// (`AppendRequest::sessions`).
     pub async fn create(
         &self,
         token_hash: [u8; 32],
@@ -53,26 +86,19 @@ impl SessionStore {
         idle: Duration,
         absolute: Duration,
     ) -> Result<(), StoreError> {
-        let now = micros(now);
-        let idle = idle.num_microseconds().unwrap_or(i64::MAX);
-        let absolute_expires_at =
-            now.saturating_add(absolute.num_microseconds().unwrap_or(i64::MAX));
-        let idle_expires_at = now.saturating_add(idle).min(absolute_expires_at);
-        sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, last_seen_at, \
-             idle_micros, idle_expires_at, absolute_expires_at) \
-             VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+        let mut conn = self.db.pool().acquire().await?;
+        insert(
+            &mut conn,
+            &NewSession {
+                token_hash,
+                user_id,
+                tenant_id,
+                created_at: now,
+                idle,
+                absolute,
+            },
         )
-        .bind(token_hash.to_vec())
-        .bind(user_id.to_string())
-        .bind(tenant_id.to_string())
-        .bind(now)
-        .bind(idle)
-        .bind(idle_expires_at)
-        .bind(absolute_expires_at)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
+        .await
     }
 
     /// The session if it is valid at `now`, after sliding its idle expiry. Checking and

@@ -16,8 +16,8 @@ use keyledger_store::chain::{
 use keyledger_store::testing::{fresh_postgres_url, fresh_sqlite_url};
 use keyledger_store::{
     Actor, ActorKind, AppendError, AppendRequest, Appended, Backend, ChainHead, ClaimChange,
-    ClaimKey, Database, EventLog, EventMetadata, ExpectedVersion, NewEvent, SecretWrite,
-    SessionStore, StreamId,
+    ClaimKey, Database, EventLog, EventMetadata, ExpectedVersion, NewEvent, NewSession,
+    SecretWrite, SessionStore, StreamId,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -59,6 +59,7 @@ fn append_request(
         events,
         claims: vec![],
         secrets: vec![],
+        sessions: vec![],
     }
 }
 
@@ -489,6 +490,42 @@ async fn secrets_are_written_with_the_append_and_not_when_it_is_refused(db_url: 
         .await
         .unwrap();
     assert_eq!(log.secret(&a, "password").await.unwrap(), None);
+}
+
+/// A login's session commits with the login's events: written when they are, not when the
+/// append is refused, and not again when the same events are appended a second time.
+async fn sessions_are_written_with_the_append_and_not_when_it_is_refused(db_url: String) {
+    let log = open(&db_url).await;
+    let sessions = SessionStore::new(log.database().clone());
+    let a = stream("user", "a");
+    let now = Utc::now();
+    let session = |hash: u8| NewSession {
+        token_hash: [hash; 32],
+        user_id: Uuid::now_v7(),
+        tenant_id: Uuid::now_v7(),
+        created_at: now,
+        idle: chrono::Duration::minutes(30),
+        absolute: chrono::Duration::hours(12),
+    };
+    let mut first = one(&a, ExpectedVersion::NoStream);
+    first.sessions = vec![session(1)];
+    log.append(first.clone()).await.unwrap();
+    assert!(sessions.authenticate([1; 32], now).await.unwrap().is_some());
+
+    let mut refused = one(&a, ExpectedVersion::NoStream);
+    refused.sessions = vec![session(2)];
+    assert!(matches!(
+        log.append(refused).await,
+        Err(AppendError::WrongExpectedVersion { .. })
+    ));
+    assert_eq!(sessions.authenticate([2; 32], now).await.unwrap(), None);
+
+    // The same events again: the append answers as before and starts no second session.
+    let mut replayed = first;
+    replayed.sessions = vec![session(3)];
+    log.append(replayed).await.unwrap();
+    assert_eq!(sessions.authenticate([3; 32], now).await.unwrap(), None);
+    assert_eq!(log.read_stream(&a).await.unwrap().len(), 1);
 }
 
 /// T-ES-09 and T-ES-14 of the requirements: 16 writers on two nodes (two `EventLog`s on one
@@ -966,6 +1003,42 @@ async fn racing_commands_through_the_executor_are_all_recorded(db_url: String) {
     assert_eq!(versions, (1..=CLIENTS * COMMANDS).collect::<Vec<_>>());
 }
 
+/// The executor keeps the aggregates it folded, but never decides on a stale one: events
+/// another node appended since are read before the next decision, and an append on a state
+/// that moved meanwhile is decided again.
+async fn an_executor_sees_what_another_node_appended_since_it_last_loaded(db_url: String) {
+    use counter::Counter;
+    use keyledger_store::{CommandContext, CommandExecutor, SideWrites};
+    let ctx = CommandContext {
+        tenant_id: Uuid::now_v7(),
+        now: Utc::now(),
+        metadata: EventMetadata::system(),
+    };
+    let here = CommandExecutor::<Counter>::new(open(&db_url).await);
+    let there = CommandExecutor::<Counter>::new(open(&db_url).await);
+    here.execute("c-1", 1, &(), &ctx, |_, _, _| SideWrites::default())
+        .await
+        .unwrap();
+    assert_eq!(here.load("c-1").await.unwrap().0.count, 1);
+    for by in [10, 100] {
+        there
+            .execute("c-1", by, &(), &ctx, |_, _, _| SideWrites::default())
+            .await
+            .unwrap();
+    }
+    let (counter, version) = here.load("c-1").await.unwrap();
+    assert_eq!((counter.count, version), (111, 3));
+    there
+        .execute("c-1", 1000, &(), &ctx, |_, _, _| SideWrites::default())
+        .await
+        .unwrap();
+    let executed = here
+        .execute("c-1", 10_000, &(), &ctx, |_, _, _| SideWrites::default())
+        .await
+        .unwrap();
+    assert_eq!((executed.aggregate.count, executed.version), (11_111, 5));
+}
+
 mod counter {
     use cqrs_es::event_sink::EventSink;
     use cqrs_es::{Aggregate, DomainEvent};
@@ -1339,6 +1412,8 @@ conformance!(
     sessions_expire_when_idle_or_old_and_can_be_revoked,
     reopening_the_database_keeps_everything,
     racing_commands_through_the_executor_are_all_recorded,
+    an_executor_sees_what_another_node_appended_since_it_last_loaded,
+    sessions_are_written_with_the_append_and_not_when_it_is_refused,
     a_ceremony_is_taken_once_and_not_after_it_expires,
     a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,
     an_erased_subject_reveals_nothing_and_takes_no_more_events,

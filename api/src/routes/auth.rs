@@ -9,7 +9,9 @@ use keyledger_domain::password::{PasswordFacts, normalize};
 use keyledger_domain::user::{UserCommand, UserEvent, unknown_login};
 use keyledger_domain::values::{Email, Username};
 use keyledger_store::executor::encode_event;
-use keyledger_store::{Actor, ActorKind, AppendRequest, ExpectedVersion, SideWrites, StreamId};
+use keyledger_store::{
+    Actor, ActorKind, AppendRequest, ExpectedVersion, NewSession, SideWrites, StreamId,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -118,14 +120,17 @@ pub async fn login(
         Some(value) => {
             state
                 .log
-                .claim_owner(&claim(tenant_id, kind, &value))
+                .claim_owner_with_secret(&claim(tenant_id, kind, &value), PASSWORD_SECRET)
                 .await?
         }
         None => None,
     };
-    let user_id = owner
-        .filter(|s| s.kind == "user")
-        .and_then(|s| Uuid::parse_str(&s.id).ok());
+    let (user_id, stored) = match owner {
+        Some((stream, stored)) if stream.kind == "user" => {
+            (Uuid::parse_str(&stream.id).ok(), stored)
+        }
+        _ => (None, None),
+    };
     let attempt_id = Uuid::now_v7();
     let password = normalize(&body.password);
 
@@ -148,6 +153,7 @@ pub async fn login(
                 events: vec![event],
                 claims: Vec::new(),
                 secrets: Vec::new(),
+                sessions: Vec::new(),
             })
             .await
             .map_err(ApiError::internal)?;
@@ -156,10 +162,6 @@ pub async fn login(
     };
 
     let tenant = tenant(&state, tenant_id).await?;
-    let stored = state
-        .log
-        .secret(&user_stream(user_id), PASSWORD_SECRET)
-        .await?;
     Metrics::inc(&state.metrics.password_verifications);
     let verified = state
         .passwords
@@ -191,12 +193,31 @@ pub async fn login(
         tenant_mfa: tenant.webauthn_settings().mfa_requirement,
         at: ctx.now,
     };
+    // The session commits with the login's events, or not at all; it starts only if the
+    // aggregate decides the login succeeded.
+    let token = tokens::generate();
+    let session = NewSession {
+        token_hash: tokens::hash(&token),
+        user_id,
+        tenant_id,
+        created_at: ctx.now,
+        idle: state.config.session_idle,
+        absolute: state.config.session_absolute,
+    };
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
+            let succeeded = events
+                .iter()
+                .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
             SideWrites {
                 claims: Vec::new(),
                 secrets: password_secret(events, rehash.as_ref()),
+                sessions: if succeeded {
+                    vec![session.clone()]
+                } else {
+                    Vec::new()
+                },
             }
         })
         .await
@@ -230,19 +251,7 @@ pub async fn login(
         return Err(ApiError::LoginFailed);
     }
     Metrics::inc(&state.metrics.logins_succeeded);
-    let token = tokens::generate();
     let now = ctx.now;
-    state
-        .sessions
-        .create(
-            tokens::hash(&token),
-            user_id,
-            tenant_id,
-            now,
-            state.config.session_idle,
-            state.config.session_absolute,
-        )
-        .await?;
     Ok(Json(LoginAnswer::Authenticated(LoginResponse {
         status: "authenticated",
         token,

@@ -584,6 +584,7 @@ pub async fn import_u2f(
                 kind: passkey_secret_kind(&credential_id),
                 value: Some(value.clone()),
             }],
+            sessions: Vec::new(),
         })
         .await
         .map_err(user_error)?;

@@ -81,6 +81,7 @@ pub async fn erase_user(
                 events: Vec::new(),
                 claims: leftover.claims,
                 secrets: leftover.secrets,
+                sessions: Vec::new(),
             })
             .await
             .map_err(ApiError::internal)?;
@@ -115,5 +116,9 @@ async fn forget_everything(state: &AppState, stream: &StreamId) -> Result<SideWr
         kind: DATA_KEY_SECRET.into(),
         value: Some(ERASED_TOMBSTONE.into()),
     });
-    Ok(SideWrites { claims, secrets })
+    Ok(SideWrites {
+        claims,
+        secrets,
+        sessions: Vec::new(),
+    })
 }

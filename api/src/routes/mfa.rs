@@ -605,6 +605,7 @@ async fn complete_login(
                 } else {
                     Vec::new()
                 },
+                sessions: Vec::new(),
             }
         })
         .await
@@ -771,6 +772,7 @@ pub async fn passkey_finish(
                 } else {
                     Vec::new()
                 },
+                sessions: Vec::new(),
             }
         })
         .await
@@ -1012,6 +1014,7 @@ pub async fn totp_confirm(
                     kind: TOTP_SECRET.into(),
                     value: Some(secret_hex.clone()),
                 }],
+                sessions: Vec::new(),
             },
         )
         .await
@@ -1052,6 +1055,7 @@ pub async fn totp_remove(
                     kind: TOTP_SECRET.into(),
                     value: None,
                 }],
+                sessions: Vec::new(),
             },
         )
         .await

@@ -311,6 +311,7 @@ async fn prove_second_factor(
                 } else {
                     Vec::<SecretWrite>::new()
                 },
+                sessions: Vec::new(),
             },
         )
         .await

@@ -152,6 +152,7 @@ async fn stepped_up(
                 } else {
                     Vec::new()
                 },
+                sessions: Vec::new(),
             }
         })
         .await

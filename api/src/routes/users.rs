@@ -276,6 +276,7 @@ pub async fn create_user(
             SideWrites {
                 claims,
                 secrets: password_secret(events, phc),
+                sessions: Vec::new(),
             }
         })
         .await
@@ -446,6 +447,7 @@ pub async fn update_user(
             SideWrites {
                 claims,
                 secrets: Vec::new(),
+                sessions: Vec::new(),
             }
         })
         .await

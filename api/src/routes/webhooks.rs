@@ -293,6 +293,7 @@ async fn execute(
                     })
                     .into_iter()
                     .collect(),
+                sessions: Vec::new(),
             }
         })
         .await

@@ -41,6 +41,8 @@ pub fn secret_kind(version: u32) -> String {
 
 /// How often the dispatcher looks for subscriptions no node is delivering.
 const DISPATCH_POLL: Duration = Duration::from_secs(1);
+/// The dispatcher looks for new subscriptions at most this often.
+const DISPATCH_MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -249,7 +251,15 @@ async fn dispatch(delivery: Delivery, mut shutdown: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(DISPATCH_POLL) => {}
-            _ = appended.changed() => {}
+            _ = appended.changed() => {
+                // New subscriptions are rare and their workers start from the position they
+                // were created at, so a busy log is looked at a few times a second, not at
+                // every append.
+                tokio::select! {
+                    _ = tokio::time::sleep(DISPATCH_MIN_INTERVAL) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
             _ = shutdown.changed() => {}
         }
     }

@@ -38,7 +38,7 @@ use crate::codec::truncate_to_micros;
 use crate::error::{AppendError, StoreError};
 use crate::model::{
     AppendRequest, Appended, ChainHead, ClaimChange, ClaimKey, ExpectedVersion, NewEvent,
-    RecordedEvent, SecretWrite, StreamId,
+    NewSession, RecordedEvent, SecretWrite, StreamId,
 };
 
 /// An event with its JSON already turned into the exact text that is stored and hashed.
@@ -86,6 +86,7 @@ pub(crate) struct PreparedRequest {
     pub events: Vec<PreparedEvent>,
     pub claims: Vec<ClaimChange>,
     pub secrets: Vec<SecretWrite>,
+    pub sessions: Vec<NewSession>,
 }
 
 impl PreparedRequest {
@@ -101,6 +102,7 @@ impl PreparedRequest {
                 .collect::<Result<_, _>>()?,
             claims: request.claims,
             secrets: request.secrets,
+            sessions: request.sessions,
         })
     }
 }
@@ -180,13 +182,18 @@ pub(crate) struct Plan {
     /// Claims whose holder changed: `None` frees the key.
     pub claims: Vec<(ClaimKey, Option<StreamId>)>,
     pub secrets: Vec<SecretState>,
+    /// Sessions of the requests whose events are written (not of replayed ones).
+    pub sessions: Vec<NewSession>,
     /// The head after the batch.
     pub head: Option<ChainHead>,
 }
 
 impl Plan {
     pub(crate) fn writes_nothing(&self) -> bool {
-        self.events.is_empty() && self.claims.is_empty() && self.secrets.is_empty()
+        self.events.is_empty()
+            && self.claims.is_empty()
+            && self.secrets.is_empty()
+            && self.sessions.is_empty()
     }
 }
 
@@ -198,6 +205,7 @@ pub(crate) fn plan(batch: &[PreparedRequest], snapshot: Snapshot) -> Plan {
         claims_before: snapshot.claims,
         claims: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        sessions: Vec::new(),
         events: Vec::new(),
     };
     let outcomes = batch.iter().map(|r| state.decide(r)).collect();
@@ -213,6 +221,7 @@ struct BatchState {
     /// Claims touched by accepted requests, as they stand now.
     claims: BTreeMap<ClaimKey, Option<StreamId>>,
     secrets: BTreeMap<(StreamId, String), Option<String>>,
+    sessions: Vec<NewSession>,
     events: Vec<RecordedEvent>,
 }
 
@@ -242,6 +251,7 @@ impl BatchState {
                 secret.value.clone(),
             );
         }
+        self.sessions.extend(request.sessions.iter().cloned());
         Ok(self.accept_events(request, actual))
     }
 
@@ -400,6 +410,7 @@ impl BatchState {
             events: self.events,
             claims,
             secrets,
+            sessions: self.sessions,
             head: self.head,
         }
     }
@@ -442,6 +453,7 @@ mod tests {
                 .collect(),
             claims,
             secrets: vec![],
+            sessions: Vec::new(),
         })
         .unwrap()
     }

@@ -226,6 +226,35 @@ pub(super) async fn claim_owner(
     .transpose()
 }
 
+pub(super) async fn claim_owner_with_secret(
+    pool: &AnyPool,
+    key: &ClaimKey,
+    secret_kind: &str,
+) -> Result<Option<(StreamId, Option<String>)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT c.owner_kind, c.owner_id, s.value FROM claims c \
+         LEFT JOIN secrets s ON s.owner_kind = c.owner_kind AND s.owner_id = c.owner_id \
+         AND s.kind = $4 \
+         WHERE c.scope = $1 AND c.kind = $2 AND c.value = $3",
+    )
+    .bind(&key.scope)
+    .bind(&key.kind)
+    .bind(&key.value)
+    .bind(secret_kind)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok((
+            StreamId {
+                kind: row.try_get(0)?,
+                id: row.try_get(1)?,
+            },
+            row.try_get::<Option<String>, _>(2)?,
+        ))
+    })
+    .transpose()
+}
+
 pub(super) async fn secret(
     pool: &AnyPool,
     owner: &StreamId,

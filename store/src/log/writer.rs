@@ -220,6 +220,9 @@ async fn commit(
         sql::insert_events(&mut tx, &plan.events).await?;
         sql::write_claims(&mut tx, &plan.claims).await?;
         sql::write_secrets(&mut tx, &plan.secrets, micros(Utc::now())).await?;
+        for session in &plan.sessions {
+            crate::sessions::insert(&mut tx, session).await?;
+        }
         tx.commit().await?;
     }
     tracing::debug!(
@@ -274,6 +277,7 @@ mod tests {
             }],
             claims: vec![],
             secrets: vec![],
+            sessions: Vec::new(),
         })
         .unwrap()
     }
