@@ -113,13 +113,12 @@ where
     /// after the version this executor last folded are read.
     pub async fn load(&self, id: &str) -> Result<(A, u64), ExecuteError<A::Error>> {
         let stream = Self::stream(id);
-        let cached = self.cache.get(id);
-        let (mut aggregate, mut version) = cached.clone().unwrap_or_default();
+        let (mut aggregate, mut version) = self.cache.get(id).unwrap_or_default();
         let recorded = self
             .log
             .reveal(self.log.read_stream_after(&stream, version).await?)
             .await?;
-        if recorded.is_empty() && cached.is_some() {
+        if recorded.is_empty() {
             return Ok((aggregate, version));
         }
         for event in recorded {
@@ -133,9 +132,7 @@ where
             aggregate.apply(decoded);
             version = event.stream_version;
         }
-        if version > 0 {
-            self.cache.put(id, aggregate.clone(), version);
-        }
+        self.cache.put(id, aggregate.clone(), version);
         Ok((aggregate, version))
     }
 

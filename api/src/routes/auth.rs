@@ -85,6 +85,12 @@ fn attempt_actor(user_id: Option<Uuid>) -> Actor {
     }
 }
 
+fn login_succeeded(events: &[UserEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
+}
+
 #[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
     responses((status = 200, body = LoginAnswer), (status = 400), (status = 401), (status = 403)),
     tag = "sessions")]
@@ -207,13 +213,10 @@ pub async fn login(
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
-            let succeeded = events
-                .iter()
-                .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
             SideWrites {
                 claims: Vec::new(),
                 secrets: password_secret(events, rehash.as_ref()),
-                sessions: if succeeded {
+                sessions: if login_succeeded(events) {
                     vec![session.clone()]
                 } else {
                     Vec::new()
@@ -242,11 +245,7 @@ pub async fn login(
             Err(enrollment) => LoginAnswer::MfaEnrollmentRequired(enrollment),
         }));
     }
-    let succeeded = executed
-        .events
-        .iter()
-        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
-    if !succeeded {
+    if !login_succeeded(&executed.events) {
         Metrics::inc(&state.metrics.logins_failed);
         return Err(ApiError::LoginFailed);
     }
