@@ -53,30 +53,11 @@ pub async fn read_all(
         .collect()
 }
 
-/// Moves the checkpoint from `from` to `to`. Returns false when another runner (another node,
-/// or a rebuild) moved it first: the caller must roll back and read it again. This is what
-/// keeps two nodes from folding the same event twice.
+/// Moves every `(name, from)` checkpoint to `to`, all or none. Returns false when another
+/// runner (another node, or a rebuild) moved any of them first: the caller must roll back and
+/// read them again. This is what keeps two nodes from folding the same event twice.
+/// Checkpoints at the same `from` move in one statement.
 pub async fn advance(
-    conn: &mut AnyConnection,
-    name: &str,
-    from: u64,
-    to: u64,
-) -> Result<bool, ProjectionError> {
-    let done = sqlx::query(
-        "UPDATE projection_checkpoints SET position = $1 WHERE name = $2 AND position = $3",
-    )
-    .bind(to_i64(to))
-    .bind(name)
-    .bind(to_i64(from))
-    .execute(&mut *conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Moves every `(name, from)` checkpoint to `to`, all or none: false when another runner moved
-/// any of them first (the caller must roll back). Checkpoints at the same `from` move in one
-/// statement.
-pub async fn advance_many(
     conn: &mut AnyConnection,
     checkpoints: &[(&str, u64)],
     to: u64,

@@ -97,7 +97,7 @@ pub async fn step<P: Projection>(projection: &P, log: &EventLog) -> Result<Step,
     };
     let mut tx = conn.begin().await?;
     // The checkpoint write comes first: on SQLite it takes the write lock before any read.
-    if !checkpoint::advance(&mut tx, projection.name(), from, last).await? {
+    if !checkpoint::advance(&mut tx, &[(projection.name(), from)], last).await? {
         tx.rollback().await?;
         return Ok(Step::Raced);
     }
@@ -171,7 +171,7 @@ pub async fn step_together(
         .copied()
         .filter(|(_, at)| *at < last)
         .collect();
-    if !checkpoint::advance_many(&mut tx, &behind, last).await? {
+    if !checkpoint::advance(&mut tx, &behind, last).await? {
         tx.rollback().await?;
         return Ok(SharedStep::Raced);
     }
