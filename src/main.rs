@@ -1,6 +1,11 @@
 //! The `keyledger` binary: parses the command line, loads configuration from flags and the
 //! environment, wires the crates, and does nothing else.
 
+/// glibc's allocator serialises threads on its arena locks; the server's work is many small
+/// allocations spread over the runtime's, SQLite's and the hashing threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -10,6 +10,11 @@
 //!
 //! Results are markdown on stdout; progress goes to stderr.
 
+/// glibc's allocator serialises threads on its arena locks; the benchmark's work (and the server's) is many small
+/// allocations spread over the runtime's, SQLite's and the hashing threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod appends;
 mod assertions;
 mod audit;
