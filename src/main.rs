@@ -79,6 +79,10 @@ struct ServeArgs {
     /// Password hashes allowed to run at once (default: number of cores).
     #[arg(long, env = "KEYLEDGER_HASH_CONCURRENCY")]
     hash_concurrency: Option<usize>,
+    /// Threads of the async runtime that answers requests (default: half the cores, at least
+    /// one). Password hashes run on threads of their own.
+    #[arg(long, env = "KEYLEDGER_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// A session ends after this many seconds without a request.
     #[arg(long, env = "KEYLEDGER_SESSION_IDLE_SECONDS", default_value_t = 1800)]
     session_idle_seconds: i64,
@@ -339,7 +343,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Command::Serve(args) = &cli.command {
+        runtime.worker_threads(
+            args.worker_threads
+                .unwrap_or_else(|| serving_threads(available_cores()))
+                .max(1),
+        );
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -353,6 +366,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// The server's async work is light beside its password hashes, which have a thread per core
+/// of their own. A runtime worker per core as well would put two busy threads on each core:
+/// at full login load on 2 cores, the second worker cost ~12 context switches per login
+/// (workers waking each other to share tasks), each preempting a hash, and logins/s went from
+/// 0.87-0.88 to 0.90-0.91 × the raw hash rate with one worker (docs/benchmarks.md).
+fn serving_threads(cores: usize) -> usize {
+    (cores / 2).max(1)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -744,4 +770,17 @@ async fn shutdown_signal() {
         () = terminate => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_gets_half_the_cores_and_at_least_one() {
+        assert_eq!(serving_threads(1), 1);
+        assert_eq!(serving_threads(2), 1);
+        assert_eq!(serving_threads(3), 1);
+        assert_eq!(serving_threads(8), 4);
+    }
 }

@@ -1,13 +1,22 @@
 //! Password hashing: argon2id, PHC strings, 16-byte salts, off the async executor with a bound
 //! on how many hashes run at once (each costs ~19 MiB and a core for tens of milliseconds).
+//!
+//! The bound is a fixed set of hashing threads fed from one queue, not `spawn_blocking` behind
+//! a semaphore. With the semaphore, every hash ended with two wake-ups before the next could
+//! start, even with logins waiting: the finished hash woke its task to release the permit, and
+//! the next task woke a blocking thread. On this VM a wake-up onto an idle core is slow, and
+//! under full login load the cores sat ~4 % idle in those gaps. A hashing thread that finishes
+//! takes the next queued job at once.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{self, Output, PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use keyledger_domain::password::HashParams;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashingError {
@@ -62,23 +71,35 @@ pub struct Verified {
     pub outdated: bool,
 }
 
+/// Work for a hashing thread, given that thread's working memory.
+type Job = Box<dyn FnOnce(&mut WorkingMemory) + Send>;
+
 #[derive(Clone)]
 pub struct PasswordHasher {
     config: Argon2Config,
-    permits: Arc<Semaphore>,
+    /// The hashing threads' queue; they stop once every clone of the hasher is gone.
+    jobs: mpsc::Sender<Job>,
     /// Verified against when the user is unknown, so that an unknown user costs the same time.
     dummy_hash: Arc<String>,
-    memory: Arc<WorkingMemory>,
 }
 
 impl PasswordHasher {
+    /// A hasher with `concurrency` hashing threads (at least one).
     pub fn new(config: Argon2Config, concurrency: usize) -> Result<Self, HashingError> {
         let dummy = hash_now(&config, &crate::tokens::generate())?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..concurrency.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("password-hasher-{n}"))
+                .spawn(move || hash_jobs(&queue))
+                .map_err(|e| HashingError::Hash(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(Self {
             config,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            jobs,
             dummy_hash: Arc::new(dummy),
-            memory: Arc::default(),
         })
     }
 
@@ -89,7 +110,7 @@ impl PasswordHasher {
     /// Hashes an already-normalised password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, HashingError> {
         let config = self.config;
-        self.run(move || hash_now(&config, &password)).await?
+        self.run(move |_| hash_now(&config, &password)).await?
     }
 
     /// Verifies against `stored`, or against the dummy hash when there is none (the answer is
@@ -102,9 +123,8 @@ impl PasswordHasher {
         let config = self.config;
         let has_stored = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
-        let memory = Arc::clone(&self.memory);
         let verified = self
-            .run(move || {
+            .run(move |memory| {
                 let parsed =
                     PasswordHash::new(&phc).map_err(|e| HashingError::Hash(e.to_string()))?;
                 Ok::<_, HashingError>(Verified {
@@ -119,18 +139,35 @@ impl PasswordHasher {
         })
     }
 
+    /// Queues `work` for the next free hashing thread and waits for its answer.
     async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce() -> T + Send + 'static,
+        work: impl FnOnce(&mut WorkingMemory) -> T + Send + 'static,
     ) -> Result<T, HashingError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
+        let (answer, answered) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move |memory| {
+                // The caller may have stopped waiting; the work is done either way.
+                let _ = answer.send(work(memory));
+            }))
             .map_err(|_| HashingError::PoolClosed)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|_| HashingError::PoolClosed)
+        answered.await.map_err(|_| HashingError::PoolClosed)
+    }
+}
+
+/// A hashing thread: takes the next job as soon as it is free, until every sender is gone.
+fn hash_jobs(queue: &Mutex<mpsc::Receiver<Job>>) {
+    let mut memory = WorkingMemory::default();
+    loop {
+        // Only the waiting thread holds the lock; it lets go as soon as it has a job.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        // A panicking hash drops its answer (its caller sees `PoolClosed`); the thread lives
+        // on, so the bound never shrinks.
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut memory))).is_err() {
+            tracing::error!("a password hash panicked");
+            memory = WorkingMemory::default();
+        }
     }
 }
 
@@ -143,20 +180,20 @@ fn hash_now(config: &Argon2Config, password: &str) -> Result<String, HashingErro
         .map_err(|e| HashingError::Hash(e.to_string()))
 }
 
-/// argon2's working memory (m KiB a hash), kept for the next verification: allocating and
-/// zeroing 19 MiB for every login costs about a tenth of the hash itself. argon2 writes every
-/// block before it reads it, so what a previous hash left there does not matter. At most one
-/// buffer per permit is ever in use, so at most that many are kept.
+/// A hashing thread's argon2 working memory (m KiB a hash), kept for its next verification:
+/// allocating and zeroing 19 MiB for every login costs about a tenth of the hash itself.
+/// argon2 writes every block before it reads it, so what a previous hash left there does not
+/// matter.
 #[derive(Default)]
 struct WorkingMemory {
-    free: Mutex<Vec<Vec<Block>>>,
+    blocks: Vec<Block>,
 }
 
 impl WorkingMemory {
     /// Whether `password` hashes to `hash`'s output with `hash`'s own algorithm, version,
     /// parameters and salt; the outputs are compared in constant time.
-    fn verify(&self, password: &[u8], hash: &PasswordHash<'_>) -> bool {
-        let computed = || -> Result<bool, password_hash::Error> {
+    fn verify(&mut self, password: &[u8], hash: &PasswordHash<'_>) -> bool {
+        let mut computed = || -> Result<bool, password_hash::Error> {
             let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
                 return Ok(false);
             };
@@ -170,37 +207,17 @@ impl WorkingMemory {
             let mut salt_buffer = [0u8; 64];
             let salt = salt.decode_b64(&mut salt_buffer)?;
             let blocks = argon2.params().block_count();
-            let mut memory = self
-                .take()
-                .filter(|m| m.len() >= blocks)
-                .unwrap_or_else(|| vec![Block::default(); blocks]);
+            if self.blocks.len() < blocks {
+                self.blocks = vec![Block::default(); blocks];
+            }
+            let memory = &mut self.blocks[..blocks];
             let output = Output::init_with(expected.len(), |out| {
-                Ok(argon2.hash_password_into_with_memory(
-                    password,
-                    salt,
-                    out,
-                    &mut memory[..blocks],
-                )?)
+                Ok(argon2.hash_password_into_with_memory(password, salt, out, &mut *memory)?)
             });
-            self.give_back(memory);
             // `Output`'s equality is constant-time.
             Ok(output? == expected)
         };
         computed().unwrap_or(false)
-    }
-
-    fn take(&self) -> Option<Vec<Block>> {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-    }
-
-    fn give_back(&self, memory: Vec<Block>) {
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(memory);
     }
 }
 
@@ -316,6 +333,32 @@ mod tests {
                 outdated: true
             }
         );
+    }
+
+    /// Hashes run on the hashing threads, never on the executor's, and never more at once
+    /// than the configured bound, however many are asked for.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_the_bound_of_hashes_run_at_once_off_the_executor() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hasher = PasswordHasher::new(cheap(), 2).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..8).map(|_| {
+            let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+            hasher.run(move |_| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                running.fetch_sub(1, Ordering::SeqCst);
+                std::thread::current().name().map(str::to_owned)
+            })
+        });
+        let threads = futures_util::future::join_all(jobs).await;
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        for thread in threads {
+            let name = thread.unwrap().unwrap();
+            assert!(name.starts_with("password-hasher-"), "{name}");
+        }
     }
 
     #[tokio::test]

@@ -346,12 +346,13 @@ async fn keyledger_appends(
     let log = EventLog::open(Database::connect(&scratch.url).await?).await?;
     settle(backend, places).await?;
     let probe = tokio::spawn(commits_in_window(log.clone(), window));
-    let counted = drive(writers, window, |_| {
+    let counted = drive(writers, window, |writer| {
         let log = log.clone();
+        let user = writer as u64;
         let user_id = Uuid::now_v7();
         let mut version = 0;
         move || {
-            let request = login_failure(user_id, version);
+            let request = user_append(user, user_id, version);
             version += 1;
             let log = log.clone();
             async move {
@@ -371,12 +372,27 @@ async fn keyledger_appends(
     })
 }
 
-/// One wrong-password attempt on the user's stream, at the version its writer knows.
-fn login_failure(user_id: Uuid, version: u64) -> anyhow::Result<AppendRequest> {
+/// The next event of a writer's user, at the version its writer knows: first the user's
+/// creation, as `POST /users` appends it (which gives the user a data key), then one
+/// wrong-password attempt after another, sealed with that key as the server's are. Appending
+/// attempts to a stream that was never created would measure another path: a stream from
+/// before sealing, whose key the store looks up (and does not find) on every append.
+fn user_append(user: u64, user_id: Uuid, version: u64) -> anyhow::Result<AppendRequest> {
+    let (expected, event) = if version == 0 {
+        (
+            ExpectedVersion::NoStream,
+            workload::user_created(user, user_id, Utc::now())?,
+        )
+    } else {
+        (
+            ExpectedVersion::Exact(version),
+            workload::login_failed(user, user_id, Utc::now())?,
+        )
+    };
     Ok(AppendRequest {
         stream: workload::user_stream(user_id),
-        expected: ExpectedVersion::Exact(version),
-        events: vec![workload::login_failed(version, user_id, Utc::now())?],
+        expected,
+        events: vec![event],
         claims: Vec::new(),
         secrets: Vec::new(),
         sessions: Vec::new(),

@@ -2,8 +2,10 @@
 //! reads only the events recorded since (usually none) instead of the whole stream.
 //!
 //! The cache never decides anything on its own: a load still asks the log for every event
-//! after the cached version, and an append made on a stale state fails its expected-version
-//! check. So a cache entry can only make a load cheaper, never older.
+//! after the cached version, and a command the executor decides on a cached state without
+//! reading either appends at the cached version, which fails if the state is stale, or
+//! (a refusal, or nothing to append) is checked against the log before it is answered. So a
+//! cache entry can only make a command or a load cheaper, never older.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

@@ -88,6 +88,10 @@ impl Database {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // The health check guards against a server that hung up; an embedded database
+            // cannot, and on SQLite each check is one more hand-off to the connection's
+            // thread and back for every statement taken from the pool (a login takes three).
+            .test_before_acquire(false)
             .after_connect(|conn, _meta| Box::pin(configure_sqlite(conn)))
             .connect(&url)
             .await?;
@@ -133,6 +137,24 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A connection of its own, outside the pool, whose commits do not wait for the disk:
+    /// SQLite `synchronous = NORMAL`, PostgreSQL `synchronous_commit = off`. Only for state
+    /// that can be derived again from the log and that commits its own progress in the same
+    /// transaction, such as views and their checkpoints: a crash can only take back the last
+    /// few such commits, whole, and the follower folds them again. Such a commit never
+    /// outlives a log commit it read, because both backends write one sequential journal and
+    /// make a log commit visible only once it is on disk. Never for the log, sessions or
+    /// anything else that is not derived: those need every acknowledged commit to survive.
+    pub async fn derived_state_connection(&self) -> Result<AnyConnection, StoreError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let relax = match self.backend {
+            Backend::Sqlite => "PRAGMA synchronous = NORMAL",
+            Backend::Postgres => "SET synchronous_commit = off",
+        };
+        conn.execute(relax).await?;
+        Ok(conn)
     }
 
     /// The url connected to (for SQLite, with `mode=rwc` added when it had no mode). It may
@@ -219,5 +241,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows, 1);
+    }
+
+    /// The derived-state connection waits for no disk, but it is never pooled: every pooled
+    /// connection, which the log and sessions use, keeps waiting for the disk.
+    async fn only_the_derived_state_connection_commits_without_waiting_for_the_disk(url: String) {
+        let db = Database::connect(&url).await.unwrap();
+        let show = match db.backend() {
+            Backend::Sqlite => "PRAGMA synchronous",
+            Backend::Postgres => "SHOW synchronous_commit",
+        };
+        let setting = |row: sqlx::any::AnyRow| -> String {
+            use sqlx::Row as _;
+            row.try_get::<String, _>(0)
+                .or_else(|_| row.try_get::<i64, _>(0).map(|n| n.to_string()))
+                .unwrap()
+        };
+        let mut derived = db.derived_state_connection().await.unwrap();
+        let relaxed = setting(sqlx::query(show).fetch_one(&mut derived).await.unwrap());
+        // SQLite: 1 is NORMAL, 2 FULL.
+        assert!(relaxed == "1" || relaxed == "off", "{relaxed}");
+        // Every connection the pool holds or opens, even with the derived one gone.
+        drop(derived);
+        let mut pooled = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            pooled.push(db.pool().acquire().await.unwrap());
+        }
+        for conn in &mut pooled {
+            let durable = setting(sqlx::query(show).fetch_one(&mut **conn).await.unwrap());
+            assert!(durable == "2" || durable == "on", "{durable}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_derived_state_connection_commits_without_waiting_for_the_disk_sqlite() {
+        only_the_derived_state_connection_commits_without_waiting_for_the_disk(
+            crate::testing::fresh_sqlite_url(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn only_the_derived_state_connection_commits_without_waiting_for_the_disk_postgres() {
+        only_the_derived_state_connection_commits_without_waiting_for_the_disk(
+            crate::testing::fresh_postgres_url().await,
+        )
+        .await;
     }
 }

@@ -6,6 +6,12 @@
 //! to the same stream makes the append fail; the executor then reloads and decides again, so a
 //! decision is always made on the latest state (this is what keeps parallel wrong passwords
 //! from slipping past the lockout count).
+//!
+//! A command on an aggregate the executor keeps in its cache is first decided on the kept
+//! state without reading the log: the append's expected version proves that state current,
+//! or fails and the executor reads and decides again. A refusal, or a decision that nothing
+//! happens, appends nothing and so proves nothing: it stands only once a read of the log
+//! finds nothing after the kept version.
 
 use std::marker::PhantomData;
 
@@ -136,6 +142,12 @@ where
         Ok((aggregate, version))
     }
 
+    /// Whether the stream has events after `version`. The events are folded into the cache,
+    /// so deciding again starts from them.
+    async fn moved_since(&self, id: &str, version: u64) -> Result<bool, ExecuteError<A::Error>> {
+        Ok(self.load(id).await?.1 != version)
+    }
+
     /// Lets the aggregate decide and appends what it decided, retrying on a concurrent write.
     /// `side_writes` sees the aggregate before and after the new events, and the events.
     pub async fn execute(
@@ -148,17 +160,24 @@ where
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let stream = Self::stream(id);
         let mut attempt = 0;
+        // Set while deciding on the cached state, which no read has confirmed.
+        let mut kept = self.cache.get(id);
         loop {
             attempt += 1;
-            let (mut aggregate, version) = self.load(id).await?;
+            let unconfirmed = kept.is_some();
+            let (mut aggregate, version) = match kept.take() {
+                Some(cached) => cached,
+                None => self.load(id).await?,
+            };
             let before = aggregate.clone();
             let sink = EventSink::default();
-            aggregate
-                .handle(command.clone(), services, &sink)
-                .await
-                .map_err(ExecuteError::Domain)?;
+            let decided = aggregate.handle(command.clone(), services, &sink).await;
             let events = sink.collect().await;
-            if events.is_empty() {
+            if decided.is_err() || events.is_empty() {
+                if unconfirmed && self.moved_since(id, version).await? {
+                    continue;
+                }
+                decided.map_err(ExecuteError::Domain)?;
                 return Ok(Executed {
                     events,
                     appended: None,

@@ -2,7 +2,8 @@
 //!
 //! Layout: `plan` decides a batch of appends in memory (versions, idempotency, claims,
 //! positions, hashes); `writer` is the group-commit task that reads what a batch needs under
-//! the append lock, plans and commits it; `sql` holds the queries; `listen` hears about
+//! the append lock, plans and commits it; `sql` holds the queries, and `script` runs several
+//! statements in one call where the backend allows it; `listen` hears about
 //! appends by other nodes on PostgreSQL.
 //!
 //! **Invariant:** a position becomes visible only after every smaller position is visible.
@@ -13,6 +14,7 @@
 
 mod listen;
 mod plan;
+pub(crate) mod script;
 mod sql;
 mod subjects;
 mod writer;

@@ -11,12 +11,12 @@
 //! sessions of different assurance levels have different timeouts.
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::codec::{get_time, get_uuid, micros};
 use crate::database::Database;
 use crate::error::StoreError;
+use crate::log::script::{Marks, Statement};
 use crate::model::NewSession;
 
 /// A valid session, as authenticated.
@@ -28,32 +28,34 @@ pub struct Session {
     pub absolute_expires_at: DateTime<Utc>,
 }
 
-/// Writes a new session's row (on the caller's connection, so the log's writer can put it in
-/// the transaction of the login's events).
-pub(crate) async fn insert(
-    conn: &mut AnyConnection,
-    session: &NewSession,
-) -> Result<(), StoreError> {
+/// The statement that writes a new session's row, for the log's writer to run in the
+/// transaction of the login's events.
+pub(crate) fn insert(marks: Marks, session: &NewSession) -> Statement<'_> {
     let now = micros(session.created_at);
     let idle = session.idle.num_microseconds().unwrap_or(i64::MAX);
     let absolute_expires_at =
         now.saturating_add(session.absolute.num_microseconds().unwrap_or(i64::MAX));
     let idle_expires_at = now.saturating_add(idle).min(absolute_expires_at);
-    sqlx::query(
+    let mut sql = String::from(
         "INSERT INTO sessions (token_hash, user_id, tenant_id, created_at, last_seen_at, \
-         idle_micros, idle_expires_at, absolute_expires_at) \
-         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
-    )
-    .bind(session.token_hash.to_vec())
-    .bind(session.user_id.to_string())
-    .bind(session.tenant_id.to_string())
-    .bind(now)
-    .bind(idle)
-    .bind(idle_expires_at)
-    .bind(absolute_expires_at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+         idle_micros, idle_expires_at, absolute_expires_at) VALUES (",
+    );
+    for n in 1..=8 {
+        if n > 1 {
+            sql.push_str(", ");
+        }
+        marks.push(&mut sql, n);
+    }
+    sql.push(')');
+    Statement::new(sql)
+        .bytes(&session.token_hash)
+        .owned_text(session.user_id.to_string())
+        .owned_text(session.tenant_id.to_string())
+        .int(now)
+        .int(now)
+        .int(idle)
+        .int(idle_expires_at)
+        .int(absolute_expires_at)
 }
 
 #[derive(Clone)]
@@ -86,19 +88,19 @@ impl SessionStore {
         idle: Duration,
         absolute: Duration,
     ) -> Result<(), StoreError> {
-        let mut conn = self.db.pool().acquire().await?;
-        insert(
-            &mut conn,
-            &NewSession {
-                token_hash,
-                user_id,
-                tenant_id,
-                created_at: now,
-                idle,
-                absolute,
-            },
-        )
-        .await
+        let session = NewSession {
+            token_hash,
+            user_id,
+            tenant_id,
+            created_at: now,
+            idle,
+            absolute,
+        };
+        let statement = insert(Marks::of(self.db.backend()), &session);
+        crate::log::script::query(&statement)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
     }
 
     /// The session if it is valid at `now`, after sliding its idle expiry. Checking and

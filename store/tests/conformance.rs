@@ -991,7 +991,7 @@ async fn racing_commands_through_the_executor_are_all_recorded(db_url: String) {
         task.await.unwrap();
     }
     let (counter, version) = executor.load("c-1").await.unwrap();
-    assert_eq!(counter.count, CLIENTS * COMMANDS);
+    assert_eq!(u64::try_from(counter.count).unwrap(), CLIENTS * COMMANDS);
     assert_eq!(version, CLIENTS * COMMANDS);
     let versions: Vec<_> = log
         .read_stream(&stream("counter", "c-1"))
@@ -1039,21 +1039,47 @@ async fn an_executor_sees_what_another_node_appended_since_it_last_loaded(db_url
     assert_eq!((executed.aggregate.count, executed.version), (11_111, 5));
 }
 
+/// The executor decides first on the state it kept, and an append proves that state current.
+/// A refusal proves nothing, so a refusal on a kept state is checked against the log: here a
+/// decrement refused on the kept count of 0 is decided again on the 5 another node made it.
+async fn a_refusal_on_a_kept_state_is_decided_again_on_the_log(db_url: String) {
+    use keyledger_store::{CommandContext, CommandExecutor, ExecuteError, SideWrites};
+    let ctx = CommandContext {
+        tenant_id: Uuid::now_v7(),
+        now: Utc::now(),
+        metadata: EventMetadata::system(),
+    };
+    let here = CommandExecutor::<counter::Counter>::new(open(&db_url).await);
+    let there = CommandExecutor::<counter::Counter>::new(open(&db_url).await);
+    let none = |_: &_, _: &_, _: &[_]| SideWrites::default();
+    here.execute("c-1", 1, &(), &ctx, none).await.unwrap();
+    here.execute("c-1", -1, &(), &ctx, none).await.unwrap();
+    there.execute("c-1", 5, &(), &ctx, none).await.unwrap();
+    let executed = here.execute("c-1", -3, &(), &ctx, none).await.unwrap();
+    assert_eq!((executed.aggregate.count, executed.version), (2, 4));
+    // Where the log agrees with the kept state, the refusal stands.
+    assert!(matches!(
+        here.execute("c-1", -3, &(), &ctx, none).await,
+        Err(ExecuteError::Domain(counter::BelowZero))
+    ));
+}
+
 mod counter {
     use cqrs_es::event_sink::EventSink;
     use cqrs_es::{Aggregate, DomainEvent};
     use serde::{Deserialize, Serialize};
 
+    /// Counts up and down, never below zero.
     #[derive(Debug, Clone, Default, Serialize, Deserialize)]
     pub struct Counter {
-        pub count: u64,
+        pub count: i64,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(tag = "type", content = "data")]
     pub enum CounterEvent {
         #[serde(rename = "counter.incremented")]
-        Incremented { by: u64 },
+        Incremented { by: i64 },
     }
 
     impl DomainEvent for CounterEvent {
@@ -1066,17 +1092,25 @@ mod counter {
     }
 
     #[derive(Debug, thiserror::Error)]
-    #[error("a counter never refuses")]
-    pub struct Never;
+    #[error("a counter never goes below zero")]
+    pub struct BelowZero;
 
     impl Aggregate for Counter {
         const TYPE: &'static str = "counter";
-        type Command = u64;
+        type Command = i64;
         type Event = CounterEvent;
-        type Error = Never;
+        type Error = BelowZero;
         type Services = ();
 
-        async fn handle(&mut self, by: u64, _: &(), sink: &EventSink<Self>) -> Result<(), Never> {
+        async fn handle(
+            &mut self,
+            by: i64,
+            _: &(),
+            sink: &EventSink<Self>,
+        ) -> Result<(), BelowZero> {
+            if self.count + by < 0 {
+                return Err(BelowZero);
+            }
             sink.write(CounterEvent::Incremented { by }, self).await;
             Ok(())
         }
@@ -1413,6 +1447,7 @@ conformance!(
     reopening_the_database_keeps_everything,
     racing_commands_through_the_executor_are_all_recorded,
     an_executor_sees_what_another_node_appended_since_it_last_loaded,
+    a_refusal_on_a_kept_state_is_decided_again_on_the_log,
     sessions_are_written_with_the_append_and_not_when_it_is_refused,
     a_ceremony_is_taken_once_and_not_after_it_expires,
     a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,

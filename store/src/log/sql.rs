@@ -12,6 +12,7 @@ use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
 use super::plan::{SecretState, StoredEvent};
+use super::script::{Marks, Statement};
 use crate::codec::{get_hash, get_time, get_u32, get_u64, get_uuid, micros, to_i64};
 use crate::error::StoreError;
 use crate::model::{ChainHead, ClaimKey, RecordedEvent, StreamId};
@@ -28,35 +29,12 @@ const ID_CHUNK: usize = 500;
 /// Each key is one `(.. AND ..)` term of an OR.
 const KEY_CHUNK: usize = 100;
 
-/// How a statement marks its bind parameters. PostgreSQL needs `$N`. SQLite gets anonymous
-/// `?`, bound in order: it resolves each `$N` by a linear search of the names seen so far, and
-/// sqlx's SQLite binder looks each name up again, which makes a batch's statements quadratic
-/// in their parameters (a 1,000-row INSERT: 29,333 rows/s with `$N`, 235,333 with `?`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Marks {
-    Numbered,
-    Anonymous,
-}
-
-impl Marks {
-    fn of(conn: &AnyConnection) -> Self {
-        if conn.backend_name().eq_ignore_ascii_case("sqlite") {
-            Marks::Anonymous
-        } else {
-            Marks::Numbered
-        }
-    }
-
-    /// Appends the mark of parameter `n` (from 1). Anonymous marks bind in order of
-    /// appearance, so every statement here uses its parameters in ascending order, once each.
-    fn push(self, sql: &mut String, n: usize) {
-        match self {
-            Marks::Numbered => {
-                // Writing to a String cannot fail.
-                let _ = write!(sql, "${n}");
-            }
-            Marks::Anonymous => sql.push('?'),
-        }
+/// The marks of the connection's backend.
+fn marks_of(conn: &AnyConnection) -> Marks {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Marks::Anonymous
+    } else {
+        Marks::Numbered
     }
 }
 
@@ -295,10 +273,18 @@ pub(super) async fn secrets_with_prefix(
 /// held until commit, so appenders on every node take turns and positions become visible in
 /// order; on SQLite it makes sure the transaction holds the write lock before it reads.
 pub(super) async fn take_append_lock(conn: &mut AnyConnection) -> Result<(), StoreError> {
-    let updated = sqlx::query("UPDATE log_writer SET batches = batches + 1 WHERE id = 1")
+    let updated = sqlx::query(APPEND_LOCK)
         .execute(&mut *conn)
         .await?
         .rows_affected();
+    check_append_lock(updated)
+}
+
+/// The statement that takes the append lock; it also counts batches.
+pub(super) const APPEND_LOCK: &str = "UPDATE log_writer SET batches = batches + 1 WHERE id = 1";
+
+/// What the lock statement must have changed: the one `log_writer` row.
+pub(super) fn check_append_lock(updated: u64) -> Result<(), StoreError> {
     if updated != 1 {
         return Err(StoreError::Corrupt("the log_writer row is missing".into()));
     }
@@ -308,119 +294,172 @@ pub(super) async fn take_append_lock(conn: &mut AnyConnection) -> Result<(), Sto
 /// Everything a batch must read under the append lock but its claims, in one statement where
 /// the batch is small enough (every statement is a round trip on PostgreSQL and a thread
 /// hand-off on SQLite, and a batch is decided while every other writer waits): the head, the
-/// version of each stream, and the stored events carrying any of the batch's event ids. Rows
-/// are told apart by `tag`: 0 the head, 1 a stream (`n` its index, `m` its version), 2 a
-/// stored event. Streams and ids beyond the first chunk are read by the chunked queries.
+/// version of each stream, and the stored events carrying any of the batch's event ids.
+/// Streams and ids beyond the first chunk are read by the chunked queries.
 pub(super) async fn snapshot(
     conn: &mut AnyConnection,
     streams: &[StreamId],
     ids: &[Uuid],
-) -> Result<
-    (
-        Option<ChainHead>,
-        HashMap<StreamId, u64>,
-        HashMap<Uuid, StoredEvent>,
-    ),
-    StoreError,
-> {
-    let marks = Marks::of(conn);
-    let (streams_now, streams_later) = streams.split_at(streams.len().min(STREAM_CHUNK));
-    let (ids_now, ids_later) = ids.split_at(ids.len().min(ID_CHUNK));
-    // The NULLs take their types from the other branches of the union.
-    let mut sql = String::from(
-        "SELECT CAST(0 AS BIGINT) AS tag, h.position AS n, NULL AS m, h.hash AS h, \
-         NULL AS event_id, NULL AS stream_kind, NULL AS stream_id, NULL AS event_type, \
-         NULL AS payload \
-         FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h",
-    );
-    let mut n = 0;
-    if !streams_now.is_empty() {
-        sql.push_str(
-            " UNION ALL SELECT 1, v.column3, (SELECT MAX(e.stream_version) FROM events e \
-             WHERE e.stream_kind = v.column1 AND e.stream_id = v.column2), NULL, \
-             NULL, NULL, NULL, NULL, NULL FROM (VALUES ",
+) -> Result<Snapshot, StoreError> {
+    let first = SnapshotRead::new(marks_of(conn), streams, ids);
+    let rows = super::script::query(&first.statement)
+        .fetch_all(&mut *conn)
+        .await?;
+    let snapshot = first.decode(&rows)?;
+    snapshot.complete(conn).await
+}
+
+/// The head, stream versions and stored events a batch reads under the append lock.
+pub(super) type Snapshot = (
+    Option<ChainHead>,
+    HashMap<StreamId, u64>,
+    HashMap<Uuid, StoredEvent>,
+);
+
+/// The first statement of [`snapshot`], which may run in a script with others, and what
+/// remains to read after it.
+pub(super) struct SnapshotRead<'a> {
+    pub statement: Statement<'a>,
+    streams_now: &'a [StreamId],
+    streams_later: &'a [StreamId],
+    ids_later: &'a [Uuid],
+}
+
+/// What the first statement found, before the streams and ids beyond its chunk are read.
+pub(super) struct PartialSnapshot<'a> {
+    found: Snapshot,
+    streams_later: &'a [StreamId],
+    ids_later: &'a [Uuid],
+}
+
+impl<'a> SnapshotRead<'a> {
+    pub(super) fn new(marks: Marks, streams: &'a [StreamId], ids: &'a [Uuid]) -> Self {
+        let (streams_now, streams_later) = streams.split_at(streams.len().min(STREAM_CHUNK));
+        let (ids_now, ids_later) = ids.split_at(ids.len().min(ID_CHUNK));
+        // The NULLs take their types from the other branches of the union.
+        let mut sql = String::from(
+            "SELECT CAST(0 AS BIGINT) AS tag, h.position AS n, NULL AS m, h.hash AS h, \
+             NULL AS event_id, NULL AS stream_kind, NULL AS stream_id, NULL AS event_type, \
+             NULL AS payload \
+             FROM (SELECT position, hash FROM events ORDER BY position DESC LIMIT 1) AS h",
         );
-        for i in 0..streams_now.len() {
-            if i > 0 {
+        let mut n = 0;
+        if !streams_now.is_empty() {
+            sql.push_str(
+                " UNION ALL SELECT 1, v.column3, (SELECT MAX(e.stream_version) FROM events e \
+                 WHERE e.stream_kind = v.column1 AND e.stream_id = v.column2), NULL, \
+                 NULL, NULL, NULL, NULL, NULL FROM (VALUES ",
+            );
+            for i in 0..streams_now.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push('(');
+                marks.push(&mut sql, n + 1);
                 sql.push_str(", ");
+                marks.push(&mut sql, n + 2);
+                let _ = write!(sql, ", {i})");
+                n += 2;
             }
-            sql.push('(');
-            marks.push(&mut sql, n + 1);
-            sql.push_str(", ");
-            marks.push(&mut sql, n + 2);
-            let _ = write!(sql, ", {i})");
-            n += 2;
+            sql.push_str(") AS v");
         }
-        sql.push_str(") AS v");
-    }
-    if !ids_now.is_empty() {
-        sql.push_str(
-            " UNION ALL SELECT 2, position, stream_version, NULL, event_id, stream_kind, \
-             stream_id, event_type, payload FROM events WHERE event_id IN (",
-        );
-        for i in 0..ids_now.len() {
-            if i > 0 {
-                sql.push_str(", ");
+        if !ids_now.is_empty() {
+            sql.push_str(
+                " UNION ALL SELECT 2, position, stream_version, NULL, event_id, stream_kind, \
+                 stream_id, event_type, payload FROM events WHERE event_id IN (",
+            );
+            for i in 0..ids_now.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                n += 1;
+                marks.push(&mut sql, n);
             }
-            n += 1;
-            marks.push(&mut sql, n);
+            sql.push(')');
         }
-        sql.push(')');
+        let mut statement = Statement::new(sql);
+        for stream in streams_now {
+            statement = statement.text(&stream.kind).text(&stream.id);
+        }
+        for id in ids_now {
+            statement = statement.owned_text(id.to_string());
+        }
+        SnapshotRead {
+            statement,
+            streams_now,
+            streams_later,
+            ids_later,
+        }
     }
-    let mut query = sqlx::query(&sql).persistent(false);
-    for stream in streams_now {
-        query = query.bind(&stream.kind).bind(&stream.id);
-    }
-    for id in ids_now {
-        query = query.bind(id.to_string());
-    }
-    let mut head = None;
-    let mut versions = HashMap::new();
-    let mut stored = HashMap::new();
-    for row in query.fetch_all(&mut *conn).await? {
-        let tag: i64 = row.try_get("tag")?;
-        match tag {
-            0 => {
-                head = Some(ChainHead {
-                    position: get_u64(&row, "n")?,
-                    hash: get_hash(&row, "h")?,
-                });
-            }
-            1 => {
-                let i: i64 = row.try_get("n")?;
-                let stream = usize::try_from(i)
-                    .ok()
-                    .and_then(|i| streams_now.get(i))
-                    .ok_or_else(|| StoreError::Corrupt(format!("unexpected stream index {i}")))?;
-                let version: Option<i64> = row.try_get("m")?;
-                if let Some(version) = version {
-                    let version = u64::try_from(version).map_err(|_| {
-                        StoreError::Corrupt(format!("stream {stream} has version {version}"))
-                    })?;
-                    versions.insert(stream.clone(), version);
+
+    /// Reads the rows of [`Self::statement`]. Rows are told apart by `tag`: 0 the head, 1 a
+    /// stream (`n` its index, `m` its version), 2 a stored event.
+    pub(super) fn decode(&self, rows: &[AnyRow]) -> Result<PartialSnapshot<'a>, StoreError> {
+        let mut head = None;
+        let mut versions = HashMap::new();
+        let mut stored = HashMap::new();
+        for row in rows {
+            let tag: i64 = row.try_get("tag")?;
+            match tag {
+                0 => {
+                    head = Some(ChainHead {
+                        position: get_u64(row, "n")?,
+                        hash: get_hash(row, "h")?,
+                    });
+                }
+                1 => {
+                    let i: i64 = row.try_get("n")?;
+                    let stream = usize::try_from(i)
+                        .ok()
+                        .and_then(|i| self.streams_now.get(i))
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("unexpected stream index {i}"))
+                        })?;
+                    let version: Option<i64> = row.try_get("m")?;
+                    if let Some(version) = version {
+                        let version = u64::try_from(version).map_err(|_| {
+                            StoreError::Corrupt(format!("stream {stream} has version {version}"))
+                        })?;
+                        versions.insert(stream.clone(), version);
+                    }
+                }
+                2 => {
+                    stored.insert(
+                        get_uuid(row, "event_id")?,
+                        StoredEvent {
+                            stream: StreamId {
+                                kind: row.try_get("stream_kind")?,
+                                id: row.try_get("stream_id")?,
+                            },
+                            event_type: row.try_get("event_type")?,
+                            payload: row.try_get("payload")?,
+                            position: get_u64(row, "n")?,
+                            stream_version: get_u64(row, "m")?,
+                        },
+                    );
+                }
+                other => {
+                    return Err(StoreError::Corrupt(format!("unexpected row tag {other}")));
                 }
             }
-            2 => {
-                stored.insert(
-                    get_uuid(&row, "event_id")?,
-                    StoredEvent {
-                        stream: StreamId {
-                            kind: row.try_get("stream_kind")?,
-                            id: row.try_get("stream_id")?,
-                        },
-                        event_type: row.try_get("event_type")?,
-                        payload: row.try_get("payload")?,
-                        position: get_u64(&row, "n")?,
-                        stream_version: get_u64(&row, "m")?,
-                    },
-                );
-            }
-            other => return Err(StoreError::Corrupt(format!("unexpected row tag {other}"))),
         }
+        Ok(PartialSnapshot {
+            found: (head, versions, stored),
+            streams_later: self.streams_later,
+            ids_later: self.ids_later,
+        })
     }
-    versions.extend(stream_versions(conn, streams_later).await?);
-    stored.extend(stored_events(conn, ids_later).await?);
-    Ok((head, versions, stored))
+}
+
+impl PartialSnapshot<'_> {
+    /// Reads the streams and ids beyond the first statement's chunk (a batch of more than
+    /// 100 streams or 500 events), each chunk a statement of its own.
+    pub(super) async fn complete(self, conn: &mut AnyConnection) -> Result<Snapshot, StoreError> {
+        let (head, mut versions, mut stored) = self.found;
+        versions.extend(stream_versions(conn, self.streams_later).await?);
+        stored.extend(stored_events(conn, self.ids_later).await?);
+        Ok((head, versions, stored))
+    }
 }
 
 /// The current version of each stream that has events.
@@ -428,7 +467,7 @@ pub(super) async fn stream_versions(
     conn: &mut AnyConnection,
     streams: &[StreamId],
 ) -> Result<HashMap<StreamId, u64>, StoreError> {
-    let marks = Marks::of(conn);
+    let marks = marks_of(conn);
     let mut versions = HashMap::new();
     for chunk in streams.chunks(STREAM_CHUNK) {
         // One correlated MAX per stream walks the unique index backwards: O(log n) per
@@ -479,7 +518,7 @@ pub(super) async fn stored_events(
     conn: &mut AnyConnection,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, StoredEvent>, StoreError> {
-    let marks = Marks::of(conn);
+    let marks = marks_of(conn);
     let mut found = HashMap::new();
     for chunk in ids.chunks(ID_CHUNK) {
         let mut placeholders = String::new();
@@ -523,7 +562,7 @@ pub(super) async fn claims(
     conn: &mut AnyConnection,
     keys: &[ClaimKey],
 ) -> Result<HashMap<ClaimKey, StreamId>, StoreError> {
-    let marks = Marks::of(conn);
+    let marks = marks_of(conn);
     let mut held = HashMap::new();
     for chunk in keys.chunks(KEY_CHUNK) {
         let sql = format!(
@@ -551,54 +590,52 @@ pub(super) async fn claims(
     Ok(held)
 }
 
-pub(super) async fn insert_events(
-    conn: &mut AnyConnection,
+pub(super) fn insert_events(
+    marks: Marks,
     events: &[RecordedEvent],
-) -> Result<(), StoreError> {
-    let marks = Marks::of(conn);
+) -> Result<Vec<Statement<'_>>, StoreError> {
+    let mut statements = Vec::new();
     for chunk in events.chunks(INSERT_CHUNK) {
-        let sql = format!(
+        let mut statement = Statement::new(format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
             tuples(marks, chunk.len(), EVENT_COLUMN_COUNT)
-        );
-        let mut query = sqlx::query(&sql).persistent(false);
+        ));
         for e in chunk {
-            query = query
-                .bind(to_i64(e.position)?)
-                .bind(e.event_id.to_string())
-                .bind(e.tenant_id.to_string())
-                .bind(&e.stream.kind)
-                .bind(&e.stream.id)
-                .bind(to_i64(e.stream_version)?)
-                .bind(&e.event_type)
-                .bind(i64::from(e.schema_version))
-                .bind(micros(e.recorded_at))
-                .bind(&e.payload)
-                .bind(&e.metadata)
-                .bind(e.prev_hash.to_vec())
-                .bind(e.hash.to_vec());
+            statement = statement
+                .int(to_i64(e.position)?)
+                .owned_text(e.event_id.to_string())
+                .owned_text(e.tenant_id.to_string())
+                .text(&e.stream.kind)
+                .text(&e.stream.id)
+                .int(to_i64(e.stream_version)?)
+                .text(&e.event_type)
+                .int(i64::from(e.schema_version))
+                .int(micros(e.recorded_at))
+                .text(&e.payload)
+                .text(&e.metadata)
+                .bytes(&e.prev_hash)
+                .bytes(&e.hash);
         }
-        query.execute(&mut *conn).await?;
+        statements.push(statement);
     }
-    Ok(())
+    Ok(statements)
 }
 
 /// Sets each key's holder: deletes every changed key, then inserts the held ones.
-pub(super) async fn write_claims(
-    conn: &mut AnyConnection,
+pub(super) fn write_claims(
+    marks: Marks,
     claims: &[(ClaimKey, Option<StreamId>)],
-) -> Result<(), StoreError> {
-    let marks = Marks::of(conn);
+) -> Vec<Statement<'_>> {
+    let mut statements = Vec::new();
     for chunk in claims.chunks(KEY_CHUNK) {
-        let sql = format!(
+        let mut delete = Statement::new(format!(
             "DELETE FROM claims WHERE {}",
             any_key(marks, CLAIM_KEY, chunk.len())
-        );
-        let mut query = sqlx::query(&sql).persistent(false);
+        ));
         for (key, _) in chunk {
-            query = query.bind(&key.scope).bind(&key.kind).bind(&key.value);
+            delete = delete.text(&key.scope).text(&key.kind).text(&key.value);
         }
-        query.execute(&mut *conn).await?;
+        statements.push(delete);
         let held: Vec<_> = chunk
             .iter()
             .filter_map(|(key, holder)| holder.as_ref().map(|h| (key, h)))
@@ -606,43 +643,41 @@ pub(super) async fn write_claims(
         if held.is_empty() {
             continue;
         }
-        let sql = format!(
+        let mut insert = Statement::new(format!(
             "INSERT INTO claims (scope, kind, value, owner_kind, owner_id) VALUES {}",
             tuples(marks, held.len(), 5)
-        );
-        let mut query = sqlx::query(&sql).persistent(false);
+        ));
         for (key, holder) in held {
-            query = query
-                .bind(&key.scope)
-                .bind(&key.kind)
-                .bind(&key.value)
-                .bind(&holder.kind)
-                .bind(&holder.id);
+            insert = insert
+                .text(&key.scope)
+                .text(&key.kind)
+                .text(&key.value)
+                .text(&holder.kind)
+                .text(&holder.id);
         }
-        query.execute(&mut *conn).await?;
+        statements.push(insert);
     }
-    Ok(())
+    statements
 }
 
 const SECRET_KEY: &[&str] = &["owner_kind", "owner_id", "kind"];
 
 /// Upserts or deletes each secret: deletes every touched key, then inserts the values.
-pub(super) async fn write_secrets(
-    conn: &mut AnyConnection,
+pub(super) fn write_secrets(
+    marks: Marks,
     secrets: &[SecretState],
     updated_at: i64,
-) -> Result<(), StoreError> {
-    let marks = Marks::of(conn);
+) -> Vec<Statement<'_>> {
+    let mut statements = Vec::new();
     for chunk in secrets.chunks(KEY_CHUNK) {
-        let sql = format!(
+        let mut delete = Statement::new(format!(
             "DELETE FROM secrets WHERE {}",
             any_key(marks, SECRET_KEY, chunk.len())
-        );
-        let mut query = sqlx::query(&sql).persistent(false);
+        ));
         for s in chunk {
-            query = query.bind(&s.owner.kind).bind(&s.owner.id).bind(&s.kind);
+            delete = delete.text(&s.owner.kind).text(&s.owner.id).text(&s.kind);
         }
-        query.execute(&mut *conn).await?;
+        statements.push(delete);
         let values: Vec<_> = chunk
             .iter()
             .filter_map(|s| s.value.as_ref().map(|v| (s, v)))
@@ -650,22 +685,21 @@ pub(super) async fn write_secrets(
         if values.is_empty() {
             continue;
         }
-        let sql = format!(
+        let mut insert = Statement::new(format!(
             "INSERT INTO secrets (owner_kind, owner_id, kind, value, updated_at) VALUES {}",
             tuples(marks, values.len(), 5)
-        );
-        let mut query = sqlx::query(&sql).persistent(false);
+        ));
         for (s, value) in values {
-            query = query
-                .bind(&s.owner.kind)
-                .bind(&s.owner.id)
-                .bind(&s.kind)
-                .bind(value)
-                .bind(updated_at);
+            insert = insert
+                .text(&s.owner.kind)
+                .text(&s.owner.id)
+                .text(&s.kind)
+                .text(value)
+                .int(updated_at);
         }
-        query.execute(&mut *conn).await?;
+        statements.push(insert);
     }
-    Ok(())
+    statements
 }
 
 /// Tells followers on other nodes (PostgreSQL only). Sent after commit: a NOTIFY inside the

@@ -10,11 +10,13 @@ use std::error::Error as _;
 use std::sync::Arc;
 
 use chrono::Utc;
+use futures_util::TryStreamExt as _;
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, Connection};
+use sqlx::{Any, AnyConnection, Connection, Either, Executor as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::plan::{self, PreparedRequest, Snapshot};
+use super::plan::{self, Plan, PreparedRequest, Snapshot};
+use super::script::{self, Marks, Statement};
 use super::{NOTIFY_CHANNEL, advance, sql};
 use crate::codec::micros;
 use crate::database::{Backend, Database};
@@ -170,38 +172,106 @@ impl Writer {
     }
 
     async fn commit(&mut self, requests: &[PreparedRequest]) -> Result<Decided, StoreError> {
-        let mut conn = match self.conn.take() {
+        let conn = match self.conn.take() {
             Some(conn) => conn,
             None => self.db.pool().acquire().await?,
         };
-        match commit(&mut conn, self.db.backend(), requests).await {
-            Ok(decided) => {
-                self.conn = Some(conn);
-                Ok(decided)
-            }
-            Err(error) => {
-                // The connection may be broken or mid-transaction: never reuse it.
-                conn.close_on_drop();
-                Err(error)
-            }
+        let mut conn = Closing(Some(conn));
+        let Some(held) = conn.0.as_mut() else {
+            return Err(StoreError::Corrupt("the writer lost its connection".into()));
+        };
+        let decided = match self.db.backend() {
+            Backend::Sqlite => commit_sqlite(held, requests).await?,
+            Backend::Postgres => commit_postgres(held, requests).await?,
+        };
+        self.conn = conn.0.take();
+        Ok(decided)
+    }
+}
+
+/// The writer's connection while a batch is in flight. Unless the batch finished, it is closed
+/// instead of going back to the pool: after an error, or when the writer's future is dropped
+/// mid-batch, it may be broken or hold an open transaction (on SQLite the transaction is not
+/// sqlx's, which would roll back on drop).
+struct Closing(Option<PoolConnection<Any>>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
         }
     }
 }
 
-async fn commit(
+/// On SQLite a batch is two scripts, each one hand-off to the connection's thread: the first
+/// opens the transaction, takes the lock and reads the snapshot; the second writes and
+/// commits (or rolls back). Only claims, and batches beyond one statement's chunk of streams
+/// or event ids, read with statements of their own. A failure anywhere leaves the transaction
+/// open, and [`Closing`] closes the connection, which rolls it back.
+async fn commit_sqlite(
     conn: &mut AnyConnection,
-    backend: Backend,
     requests: &[PreparedRequest],
 ) -> Result<Decided, StoreError> {
-    let begin = match backend {
+    let lookups = plan::lookups(requests);
+    let read = sql::SnapshotRead::new(Marks::Anonymous, &lookups.streams, &lookups.event_ids);
+    let opening = script::joined(&[
         // IMMEDIATE takes the write lock at BEGIN, waiting up to busy_timeout for another
         // process; a deferred transaction would fail with SQLITE_BUSY on its first write.
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        // The design needs READ COMMITTED whatever the server's default: after waiting for
-        // the append lock, each statement must see what the previous holder committed.
-        Backend::Postgres => "BEGIN ISOLATION LEVEL READ COMMITTED",
+        Statement::new("BEGIN IMMEDIATE"),
+        Statement::new(sql::APPEND_LOCK),
+        read.statement.clone(),
+    ]);
+    let mut rows = Vec::new();
+    {
+        let mut results = conn.fetch_many(script::query(&opening));
+        let mut finished = 0;
+        while let Some(result) = results.try_next().await? {
+            match result {
+                Either::Left(done) => {
+                    // The second statement is the lock's UPDATE.
+                    if finished == 1 {
+                        sql::check_append_lock(done.rows_affected())?;
+                    }
+                    finished += 1;
+                }
+                Either::Right(row) => rows.push(row),
+            }
+        }
+        if finished != 3 {
+            return Err(StoreError::Corrupt(format!(
+                "the opening script ran {finished} statements of 3"
+            )));
+        }
+    }
+    let (head, versions, stored) = read.decode(&rows)?.complete(conn).await?;
+    let snapshot = Snapshot {
+        head,
+        versions,
+        stored,
+        claims: sql::claims(conn, &lookups.claim_keys).await?,
     };
-    let mut tx = conn.begin_with(begin).await?;
+    let plan = plan::plan(requests, snapshot);
+    let closing = if plan.writes_nothing() {
+        // Every request was refused or replayed: nothing to make durable.
+        vec![Statement::new("ROLLBACK")]
+    } else {
+        let mut statements = writes(Marks::Anonymous, &plan)?;
+        statements.push(Statement::new("COMMIT"));
+        statements
+    };
+    script::run(conn, Backend::Sqlite, &closing).await?;
+    Ok(decided(requests, plan))
+}
+
+async fn commit_postgres(
+    conn: &mut AnyConnection,
+    requests: &[PreparedRequest],
+) -> Result<Decided, StoreError> {
+    // The design needs READ COMMITTED whatever the server's default: after waiting for the
+    // append lock, each statement must see what the previous holder committed.
+    let mut tx = conn
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
     sql::take_append_lock(&mut tx).await?;
     let lookups = plan::lookups(requests);
     let (head, versions, stored) =
@@ -217,25 +287,37 @@ async fn commit(
         // Every request was refused or replayed: nothing to make durable.
         tx.rollback().await?;
     } else {
-        sql::insert_events(&mut tx, &plan.events).await?;
-        sql::write_claims(&mut tx, &plan.claims).await?;
-        sql::write_secrets(&mut tx, &plan.secrets, micros(Utc::now())).await?;
-        for session in &plan.sessions {
-            crate::sessions::insert(&mut tx, session).await?;
-        }
+        script::run(&mut tx, Backend::Postgres, &writes(Marks::Numbered, &plan)?).await?;
         tx.commit().await?;
     }
+    Ok(decided(requests, plan))
+}
+
+/// Everything a plan writes: events, claims, secrets and sessions.
+fn writes(marks: Marks, plan: &Plan) -> Result<Vec<Statement<'_>>, StoreError> {
+    let mut statements = sql::insert_events(marks, &plan.events)?;
+    statements.extend(sql::write_claims(marks, &plan.claims));
+    statements.extend(sql::write_secrets(marks, &plan.secrets, micros(Utc::now())));
+    statements.extend(
+        plan.sessions
+            .iter()
+            .map(|session| crate::sessions::insert(marks, session)),
+    );
+    Ok(statements)
+}
+
+fn decided(requests: &[PreparedRequest], plan: Plan) -> Decided {
     tracing::debug!(
         requests = requests.len(),
         events = plan.events.len(),
         head = plan.head.map(|h| h.position),
         "append batch decided"
     );
-    Ok(Decided {
-        outcomes: plan.outcomes,
+    Decided {
         head: Some(plan.head.map_or(0, |h| h.position)),
         wrote_events: !plan.events.is_empty(),
-    })
+        outcomes: plan.outcomes,
+    }
 }
 
 /// `Display` of an error and its sources, since our errors show only their own level.
