@@ -443,6 +443,60 @@ mod tests {
         assert_eq!(batches, 0, "the rolled-back batch left no trace");
     }
 
+    /// On SQLite the batch's writes run as one script inside a transaction that is not sqlx's:
+    /// a statement that fails halfway must leave nothing of the batch behind, and must not
+    /// leave the transaction open on a connection someone else gets next.
+    #[tokio::test]
+    async fn a_sqlite_batch_that_fails_halfway_through_its_writes_leaves_nothing() {
+        let db = Database::connect(&fresh_sqlite_url()).await.unwrap();
+        db.migrate().await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON events WHEN NEW.stream_id = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        let mut writer = Writer::new(db.clone());
+        let batch = [
+            request("a", ExpectedVersion::NoStream, json!({})),
+            request("poison", ExpectedVersion::NoStream, json!({})),
+            request("c", ExpectedVersion::NoStream, json!({})),
+        ];
+        let decided = writer.process(&batch).await;
+        let o = &decided.outcomes;
+        assert_eq!(o[0].as_ref().unwrap().first_position, 1);
+        assert!(matches!(
+            o[1],
+            Err(AppendError::Store(StoreError::Database(_)))
+        ));
+        assert_eq!(o[2].as_ref().unwrap().first_position, 2);
+        let (count, batches): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM events), (SELECT batches FROM log_writer WHERE id = 1)",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        // Two events, from the two single-request batches that committed after the failed
+        // batch and the failed single request were rolled back.
+        assert_eq!((count, batches), (2, 2));
+        // Every pooled connection can start a write transaction: none holds one open.
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            let mut conn = db.pool().acquire().await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("ROLLBACK").execute(&mut *conn).await.unwrap();
+            conns.push(conn);
+        }
+        let next = writer
+            .process(&[request("d", ExpectedVersion::NoStream, json!({}))])
+            .await;
+        assert_eq!(next.outcomes[0].as_ref().unwrap().first_position, 3);
+    }
+
     macro_rules! on_both_backends {
         ($($case:ident),* $(,)?) => {
             mod sqlite {
