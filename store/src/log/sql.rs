@@ -424,19 +424,7 @@ impl<'a> SnapshotRead<'a> {
                     }
                 }
                 2 => {
-                    stored.insert(
-                        get_uuid(row, "event_id")?,
-                        StoredEvent {
-                            stream: StreamId {
-                                kind: row.try_get("stream_kind")?,
-                                id: row.try_get("stream_id")?,
-                            },
-                            event_type: row.try_get("event_type")?,
-                            payload: row.try_get("payload")?,
-                            position: get_u64(row, "n")?,
-                            stream_version: get_u64(row, "m")?,
-                        },
-                    );
+                    stored.insert(get_uuid(row, "event_id")?, stored_event(row, "n", "m")?);
                 }
                 other => {
                     return Err(StoreError::Corrupt(format!("unexpected row tag {other}")));
@@ -539,20 +527,26 @@ pub(super) async fn stored_events(
         for row in query.fetch_all(&mut *conn).await? {
             found.insert(
                 get_uuid(&row, "event_id")?,
-                StoredEvent {
-                    stream: StreamId {
-                        kind: row.try_get("stream_kind")?,
-                        id: row.try_get("stream_id")?,
-                    },
-                    event_type: row.try_get("event_type")?,
-                    payload: row.try_get("payload")?,
-                    position: get_u64(&row, "position")?,
-                    stream_version: get_u64(&row, "stream_version")?,
-                },
+                stored_event(&row, "position", "stream_version")?,
             );
         }
     }
     Ok(found)
+}
+
+/// A stored event as idempotency compares it, its position and stream version read from the
+/// named columns.
+fn stored_event(row: &AnyRow, position: &str, version: &str) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        stream: StreamId {
+            kind: row.try_get("stream_kind")?,
+            id: row.try_get("stream_id")?,
+        },
+        event_type: row.try_get("event_type")?,
+        payload: row.try_get("payload")?,
+        position: get_u64(row, position)?,
+        stream_version: get_u64(row, version)?,
+    })
 }
 
 const CLAIM_KEY: &[&str] = &["scope", "kind", "value"];
