@@ -374,9 +374,9 @@ fn available_cores() -> usize {
 
 /// The server's async work is light beside its password hashes, which have a thread per core
 /// of their own. A runtime worker per core as well would put two busy threads on each core:
-/// at full login load on 2 cores, the second worker cost ~12 context switches per login
-/// (workers waking each other to share tasks), each preempting a hash, and logins/s went from
-/// 0.87-0.88 to 0.90-0.91 × the raw hash rate with one worker (docs/benchmarks.md).
+/// at full login load on 2 cores, the two workers woke each other to share tasks, and context
+/// switches a login fell from ~51 to ~40 with one worker, each of them a preempted hash
+/// (docs/benchmarks.md, "Logins, second pass"). `KEYLEDGER_WORKER_THREADS` overrides it.
 fn serving_threads(cores: usize) -> usize {
     (cores / 2).max(1)
 }

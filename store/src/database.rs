@@ -40,7 +40,9 @@ impl std::fmt::Debug for Database {
 }
 
 /// Enough connections for the writer, the followers and the request handlers of one node;
-/// a PostgreSQL server shared by several nodes must still have room for all of them.
+/// a PostgreSQL server shared by several nodes must still have room for all of them, and for
+/// each node's view follower, whose connection is its own, outside the pool
+/// ([`Database::derived_state_connection`]).
 const MAX_CONNECTIONS: u32 = 10;
 
 impl Database {

@@ -142,12 +142,6 @@ where
         Ok((aggregate, version))
     }
 
-    /// Whether the stream has events after `version`. The events are folded into the cache,
-    /// so deciding again starts from them.
-    async fn moved_since(&self, id: &str, version: u64) -> Result<bool, ExecuteError<A::Error>> {
-        Ok(self.load(id).await?.1 != version)
-    }
-
     /// Lets the aggregate decide and appends what it decided, retrying on a concurrent write.
     /// `side_writes` sees the aggregate before and after the new events, and the events.
     pub async fn execute(
@@ -160,22 +154,25 @@ where
     ) -> Result<Executed<A>, ExecuteError<A::Error>> {
         let stream = Self::stream(id);
         let mut attempt = 0;
-        // Set while deciding on the cached state, which no read has confirmed.
-        let mut kept = self.cache.get(id);
+        // The state to decide on next, and whether it is the cached one, unconfirmed by a read.
+        let mut start = self.cache.get(id).map(|kept| (kept, true));
         loop {
             attempt += 1;
-            let unconfirmed = kept.is_some();
-            let (mut aggregate, version) = match kept.take() {
-                Some(cached) => cached,
-                None => self.load(id).await?,
+            let ((mut aggregate, version), unconfirmed) = match start.take() {
+                Some(start) => start,
+                None => (self.load(id).await?, false),
             };
             let before = aggregate.clone();
             let sink = EventSink::default();
             let decided = aggregate.handle(command.clone(), services, &sink).await;
             let events = sink.collect().await;
             if decided.is_err() || events.is_empty() {
-                if unconfirmed && self.moved_since(id, version).await? {
-                    continue;
+                if unconfirmed {
+                    let latest = self.load(id).await?;
+                    if latest.1 != version {
+                        start = Some((latest, false));
+                        continue;
+                    }
                 }
                 decided.map_err(ExecuteError::Domain)?;
                 return Ok(Executed {
