@@ -296,7 +296,14 @@ async fn a_500_is_retried_with_the_same_id_until_a_2xx() {
         received.iter().all(|r| r.verified_with == vec![0]),
         "each signature is valid for its own timestamp"
     );
-    let recorded = attempts(&app, &id, &format!("?event_id={first_id}")).await;
+    // The receiver has the last delivery a moment before the server records the attempt
+    // and counts it.
+    let query = format!("?event_id={first_id}");
+    eventually("the fourth attempt on record", || async {
+        attempts(&app, &id, &query).await.len() >= 4
+    })
+    .await;
+    let recorded = attempts(&app, &id, &query).await;
     let outcomes: Vec<(&str, u64, u64)> = recorded
         .iter()
         .map(|a| {
@@ -325,6 +332,10 @@ async fn a_500_is_retried_with_the_same_id_until_a_2xx() {
             .await
         }
     };
+    eventually("both deliveries counted", || async {
+        counted("delivered").await >= 2
+    })
+    .await;
     assert_eq!(counted("failed").await, 3);
     assert_eq!(counted("delivered").await, 2);
 }
