@@ -5,7 +5,8 @@ use keyledger_domain::password::{HashParams, PasswordFacts, normalize};
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
-    Actor, AppendError, ClaimKey, CommandContext, ExecuteError, SecretWrite, SideWrites, StreamId,
+    Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite, SideWrites,
+    StreamId,
 };
 use uuid::Uuid;
 
@@ -28,6 +29,7 @@ pub fn context(
         tenant_id,
         now: state.clock.now(),
         metadata: request.metadata(actor),
+        decided_on: Vec::new(),
     }
 }
 
@@ -81,7 +83,9 @@ pub fn append_error<E: std::error::Error>(e: ExecuteError<E>) -> ApiError {
             },
             detail: format!("that {} is already taken", key.kind.replace('_', " ")),
         },
-        ExecuteError::Append(AppendError::WrongExpectedVersion { .. }) => ApiError::Conflict {
+        ExecuteError::Append(
+            AppendError::WrongExpectedVersion { .. } | AppendError::DecidedOnStaleState { .. },
+        ) => ApiError::Conflict {
             code: "concurrent_update",
             detail: "the resource changed concurrently; retry".into(),
         },
@@ -97,15 +101,50 @@ pub fn append_error<E: std::error::Error>(e: ExecuteError<E>) -> ApiError {
 
 /// The tenant, which must exist (the default tenant is created at start-up).
 pub async fn tenant(state: &AppState, tenant_id: Uuid) -> Result<Tenant, ApiError> {
-    let (tenant, _) = state
+    let loaded = state
         .tenants
         .load(&tenant_id.to_string())
         .await
         .map_err(ApiError::internal)?;
+    existing(loaded).map(|(tenant, _)| tenant)
+}
+
+/// The tenant as this node last folded it, and its stream version, without reading the log
+/// (unless the node has not folded it yet). It may be stale, so a command decided on it must
+/// name it in its context's `decided_on` ([`decided_on_tenant`]): the append then refuses a
+/// decision made on a policy that has changed since, on this node or another.
+pub async fn kept_tenant(state: &AppState, tenant_id: Uuid) -> Result<(Tenant, u64), ApiError> {
+    let kept = state
+        .tenants
+        .kept_or_load(&tenant_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    existing(kept)
+}
+
+/// The tenant read from the log, after an append found the kept one stale.
+pub async fn loaded_tenant(state: &AppState, tenant_id: Uuid) -> Result<(Tenant, u64), ApiError> {
+    let loaded = state
+        .tenants
+        .load(&tenant_id.to_string())
+        .await
+        .map_err(ApiError::internal)?;
+    existing(loaded)
+}
+
+fn existing((tenant, version): (Tenant, u64)) -> Result<(Tenant, u64), ApiError> {
     if tenant.exists() {
-        Ok(tenant)
+        Ok((tenant, version))
     } else {
         Err(ApiError::NotFound("tenant"))
+    }
+}
+
+/// The condition that a decision's tenant is still at `version` when it is appended.
+pub fn decided_on_tenant(tenant_id: Uuid, version: u64) -> DecidedOn {
+    DecidedOn {
+        stream: keyledger_store::CommandExecutor::<Tenant>::stream(&tenant_id.to_string()),
+        version,
     }
 }
 

@@ -128,6 +128,7 @@ pub async fn announce_key(
             claims: Vec::new(),
             secrets: Vec::new(),
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .await
     {
@@ -162,6 +163,7 @@ pub async fn sign_checkpoint(
             claims: Vec::new(),
             secrets: Vec::new(),
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .await?;
     Ok((checkpoint, appended))

@@ -113,6 +113,7 @@ async fn ensure_default_tenant(
         tenant_id: DEFAULT_TENANT_ID,
         now,
         metadata: EventMetadata::system(),
+        decided_on: Vec::new(),
     };
     let command = TenantCommand::Create {
         tenant_id: DEFAULT_TENANT_ID,
@@ -163,6 +164,7 @@ async fn admin_token(
                 value: Some(hex::encode(hash)),
             }],
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .await;
     match appended {

@@ -396,6 +396,7 @@ fn user_append(user: u64, user_id: Uuid, version: u64) -> anyhow::Result<AppendR
         claims: Vec::new(),
         secrets: Vec::new(),
         sessions: Vec::new(),
+        decided_on: Vec::new(),
     })
 }
 

@@ -34,6 +34,7 @@ pub fn context(actor: Actor, now: DateTime<Utc>) -> CommandContext {
             user_agent: Some("keyledger-bench/0.1 (like a browser, but faster)".into()),
             correlation_id: Some(Uuid::now_v7().to_string()),
         },
+        decided_on: Vec::new(),
     }
 }
 
@@ -99,6 +100,7 @@ pub fn new_user(n: u64, failures: usize, now: DateTime<Utc>) -> anyhow::Result<A
         claims: Vec::new(),
         secrets: Vec::new(),
         sessions: Vec::new(),
+        decided_on: Vec::new(),
     })
 }
 

@@ -347,6 +347,7 @@ mod tests {
             claims: Vec::new(),
             secrets: Vec::new(),
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .await
         .unwrap();

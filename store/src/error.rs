@@ -28,6 +28,13 @@ pub enum AppendError {
         expected: ExpectedVersion,
         actual: u64,
     },
+    /// A stream the decision read has moved on: decide again on its new state.
+    #[error("the decision read stream {stream} at version {read}; it is now at {actual}")]
+    DecidedOnStaleState {
+        stream: StreamId,
+        read: u64,
+        actual: u64,
+    },
     #[error("event {event_id} was already appended with a different body")]
     IdempotencyConflict { event_id: Uuid },
     #[error("{} {:?} is already taken", key.kind, key.value)]

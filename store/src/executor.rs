@@ -24,8 +24,8 @@ use crate::aggregate_cache::{self, AggregateCache};
 use crate::error::{AppendError, StoreError};
 use crate::log::EventLog;
 use crate::model::{
-    AppendRequest, Appended, ClaimChange, EventMetadata, ExpectedVersion, NewEvent, NewSession,
-    SecretWrite, StreamId,
+    AppendRequest, Appended, ClaimChange, DecidedOn, EventMetadata, ExpectedVersion, NewEvent,
+    NewSession, SecretWrite, StreamId,
 };
 
 /// The facts a command runs under: whose tenant, when, and who asked.
@@ -34,6 +34,10 @@ pub struct CommandContext {
     pub tenant_id: Uuid,
     pub now: DateTime<Utc>,
     pub metadata: EventMetadata,
+    /// Other aggregates' states the command was decided on (the tenant's policies): its
+    /// events are appended only while each is current. A refusal appends nothing, so a
+    /// command that can be refused on such a state must read it from the log first.
+    pub decided_on: Vec<DecidedOn>,
 }
 
 /// Writes that must commit with the events or not at all.
@@ -142,6 +146,16 @@ where
         Ok((aggregate, version))
     }
 
+    /// The state this executor last folded, without reading the log; read from the log only
+    /// when it keeps none. It may be stale: a decision on it is safe only when its append
+    /// checks the version ([`CommandContext::decided_on`]).
+    pub async fn kept_or_load(&self, id: &str) -> Result<(A, u64), ExecuteError<A::Error>> {
+        match self.cache.get(id) {
+            Some(kept) => Ok(kept),
+            None => self.load(id).await,
+        }
+    }
+
     /// Lets the aggregate decide and appends what it decided, retrying on a concurrent write.
     /// `side_writes` sees the aggregate before and after the new events, and the events.
     pub async fn execute(
@@ -202,6 +216,7 @@ where
                 claims: side.claims,
                 secrets: side.secrets,
                 sessions: side.sessions,
+                decided_on: ctx.decided_on.clone(),
             };
             match self.log.append(request).await {
                 Ok(appended) => {

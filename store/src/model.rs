@@ -157,6 +157,19 @@ pub struct AppendRequest {
     pub secrets: Vec<SecretWrite>,
     /// Sessions started if, and only if, the events are written.
     pub sessions: Vec<NewSession>,
+    /// Other streams whose state the decision read: the append stands only if each is still
+    /// at the version read.
+    pub decided_on: Vec<DecidedOn>,
+}
+
+/// A stream's version that a decision read. A decision on another aggregate's state (a
+/// login decided under the tenant's lockout policy) is written only while that state is
+/// current, so a policy changed between the read and the append is never missed, on this
+/// node or another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecidedOn {
+    pub stream: StreamId,
+    pub version: u64,
 }
 
 /// Where an append landed.

@@ -60,6 +60,7 @@ fn append_request(
         claims: vec![],
         secrets: vec![],
         sessions: vec![],
+        decided_on: Vec::new(),
     }
 }
 
@@ -977,6 +978,7 @@ async fn racing_commands_through_the_executor_are_all_recorded(db_url: String) {
                     tenant_id: Uuid::now_v7(),
                     now: Utc::now(),
                     metadata: EventMetadata::system(),
+                    decided_on: Vec::new(),
                 };
                 for _ in 0..COMMANDS {
                     executor
@@ -1013,6 +1015,7 @@ async fn an_executor_sees_what_another_node_appended_since_it_last_loaded(db_url
         tenant_id: Uuid::now_v7(),
         now: Utc::now(),
         metadata: EventMetadata::system(),
+        decided_on: Vec::new(),
     };
     let here = CommandExecutor::<Counter>::new(open(&db_url).await);
     let there = CommandExecutor::<Counter>::new(open(&db_url).await);
@@ -1048,6 +1051,7 @@ async fn a_refusal_on_a_kept_state_is_decided_again_on_the_log(db_url: String) {
         tenant_id: Uuid::now_v7(),
         now: Utc::now(),
         metadata: EventMetadata::system(),
+        decided_on: Vec::new(),
     };
     let here = CommandExecutor::<counter::Counter>::new(open(&db_url).await);
     let there = CommandExecutor::<counter::Counter>::new(open(&db_url).await);
@@ -1062,6 +1066,68 @@ async fn a_refusal_on_a_kept_state_is_decided_again_on_the_log(db_url: String) {
         here.execute("c-1", -3, &(), &ctx, none).await,
         Err(ExecuteError::Domain(counter::BelowZero))
     ));
+}
+
+async fn a_decision_on_a_state_that_moved_on_is_refused_whole(db_url: String) {
+    use keyledger_store::{
+        CommandContext, CommandExecutor, DecidedOn, ExecuteError, SecretWrite, SideWrites,
+    };
+    let policy = stream("tenant", "t-1");
+    let here = CommandExecutor::<counter::Counter>::new(open(&db_url).await);
+    let there = open(&db_url).await;
+    there
+        .append(one(&policy, ExpectedVersion::NoStream))
+        .await
+        .unwrap();
+    let ctx = |read: u64| CommandContext {
+        tenant_id: Uuid::now_v7(),
+        now: Utc::now(),
+        metadata: EventMetadata::system(),
+        decided_on: vec![DecidedOn {
+            stream: policy.clone(),
+            version: read,
+        }],
+    };
+    let with_secret = |value: &'static str| {
+        move |_: &_, _: &_, _: &[_]| SideWrites {
+            secrets: vec![SecretWrite {
+                kind: "password".into(),
+                value: Some(value.into()),
+            }],
+            ..SideWrites::default()
+        }
+    };
+    here.execute("c-1", 1, &(), &ctx(1), with_secret("hash-1"))
+        .await
+        .unwrap();
+    // Another node changes the state the next decision reads.
+    there
+        .append(one(&policy, ExpectedVersion::Exact(1)))
+        .await
+        .unwrap();
+    match here
+        .execute("c-1", 1, &(), &ctx(1), with_secret("hash-2"))
+        .await
+    {
+        Err(ExecuteError::Append(AppendError::DecidedOnStaleState {
+            stream,
+            read: 1,
+            actual: 2,
+        })) => assert_eq!(stream, policy),
+        other => panic!("expected DecidedOnStaleState, got {other:?}"),
+    }
+    let counter = stream("counter", "c-1");
+    assert_eq!(there.read_stream(&counter).await.unwrap().len(), 1);
+    assert_eq!(
+        there.secret(&counter, "password").await.unwrap().as_deref(),
+        Some("hash-1"),
+        "nothing of the refused decision is written"
+    );
+    let executed = here
+        .execute("c-1", 1, &(), &ctx(2), with_secret("hash-3"))
+        .await
+        .unwrap();
+    assert_eq!((executed.aggregate.count, executed.version), (2, 2));
 }
 
 mod counter {
@@ -1448,6 +1514,7 @@ conformance!(
     racing_commands_through_the_executor_are_all_recorded,
     an_executor_sees_what_another_node_appended_since_it_last_loaded,
     a_refusal_on_a_kept_state_is_decided_again_on_the_log,
+    a_decision_on_a_state_that_moved_on_is_refused_whole,
     sessions_are_written_with_the_append_and_not_when_it_is_refused,
     a_ceremony_is_taken_once_and_not_after_it_expires,
     a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,

@@ -1,9 +1,9 @@
 //! Lockout through the real binary: policy, lock, refusal, unlock, and racing guesses.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::{Backend, GOOD_PASSWORD, app, on_both_backends};
+use crate::{BIN, Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 
 on_both_backends!(
     failed_logins_lock_the_account_until_an_admin_unlocks_it,
@@ -140,6 +140,66 @@ async fn fifty_parallel_wrong_passwords_lock_once_and_record_fifty_failures(back
         .await
         .json();
     assert_eq!(user["locked"], true);
+}
+
+/// A node decides logins under the tenant policy it keeps in memory; a policy another node
+/// changed must still govern the next login there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lockout_policy_changed_on_another_node_governs_the_next_login() {
+    let first = app(Backend::Postgres).await;
+    let second = TestApp::spawn_on(BIN, &first.database_url, &first.admin_token).await;
+    let id = first.create_user("ada", Some(GOOD_PASSWORD)).await.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The first node decides one failure under the default policy (10 failures), and keeps
+    // that policy.
+    assert_eq!(
+        first.login("ada", "wrong-password-guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let policy = second
+        .set_lockout(json!({ "enabled": true, "max_failures": 2, "window_seconds": 600, "lock_seconds": null }))
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.text());
+    let version = policy.json()["version"].as_u64().unwrap();
+    assert_eq!(
+        first.login("ada", "wrong-password-guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = first.login("ada", GOOD_PASSWORD).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNAUTHORIZED,
+        "locked by the new policy"
+    );
+    let head = first
+        .request(Method::GET, "/healthz", None, None, &[])
+        .await
+        .json()["log_position"]
+        .as_u64()
+        .unwrap();
+    let user = first
+        .admin_read(&format!("/api/v1/users/{id}"), head)
+        .await
+        .json();
+    assert_eq!(user["locked"], true);
+    let events = first
+        .admin(Method::GET, "/api/v1/events?limit=1000", None)
+        .await;
+    let locks: Vec<Value> = events.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "user.locked")
+        .map(|e| serde_json::from_str(e["payload"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(locks.len(), 1, "{}", events.text());
+    assert_eq!(
+        locks[0]["policy_version"].as_u64(),
+        Some(version),
+        "the lock names the policy that decided it"
+    );
 }
 
 async fn a_lock_expires_by_itself(backend: Backend) {

@@ -10,7 +10,8 @@ use keyledger_domain::user::{UserCommand, UserEvent, unknown_login};
 use keyledger_domain::values::{Email, Username};
 use keyledger_store::executor::encode_event;
 use keyledger_store::{
-    Actor, ActorKind, AppendRequest, ExpectedVersion, NewSession, SideWrites, StreamId,
+    Actor, ActorKind, AppendError, AppendRequest, ExecuteError, ExpectedVersion, NewSession,
+    SideWrites, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,14 +21,19 @@ use super::Written;
 use super::mfa::{EnrollmentChallenge, MfaChallenge, second_step};
 use super::users::UserBody;
 use crate::commands::{
-    PASSWORD_SECRET, Proposal, claim, context, context_words, end_sessions_if_needed,
-    password_secret, propose_password, run_password_command, tenant, user_error, user_stream,
+    PASSWORD_SECRET, Proposal, claim, context, context_words, decided_on_tenant,
+    end_sessions_if_needed, kept_tenant, loaded_tenant, password_secret, propose_password,
+    run_password_command, tenant, user_error, user_stream,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext, UserSession};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::tokens;
+
+/// A tenant's policies change rarely; a login that finds them changed this many times in a
+/// row answers 409 rather than spin.
+const MAX_TENANT_REREADS: u32 = 8;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -92,7 +98,8 @@ fn login_succeeded(events: &[UserEvent]) -> bool {
 }
 
 #[utoipa::path(post, path = "/api/v1/login", request_body = LoginRequest,
-    responses((status = 200, body = LoginAnswer), (status = 400), (status = 401), (status = 403)),
+    responses((status = 200, body = LoginAnswer), (status = 400), (status = 401), (status = 403),
+        (status = 409, description = "The tenant's policies kept changing during the login")),
     tag = "sessions")]
 pub async fn login(
     request: RequestContext,
@@ -160,6 +167,7 @@ pub async fn login(
                 claims: Vec::new(),
                 secrets: Vec::new(),
                 sessions: Vec::new(),
+                decided_on: Vec::new(),
             })
             .await
             .map_err(ApiError::internal)?;
@@ -167,7 +175,6 @@ pub async fn login(
         return Err(ApiError::LoginFailed);
     };
 
-    let tenant = tenant(&state, tenant_id).await?;
     Metrics::inc(&state.metrics.password_verifications);
     let verified = state
         .passwords
@@ -188,17 +195,7 @@ pub async fn login(
     } else {
         None
     };
-    let ctx = context(&state, tenant_id, &request, attempt_actor(Some(user_id)));
-    let command = UserCommand::RecordLoginAttempt {
-        attempt_id,
-        identifier,
-        password_ok: verified.matches,
-        rehash: rehash.as_ref().map(|_| state.passwords.params()),
-        lockout: tenant.lockout_policy().clone(),
-        lockout_version: tenant.lockout_policy_version(),
-        tenant_mfa: tenant.webauthn_settings().mfa_requirement,
-        at: ctx.now,
-    };
+    let mut ctx = context(&state, tenant_id, &request, attempt_actor(Some(user_id)));
     // The session commits with the login's events, or not at all; it starts only if the
     // aggregate decides the login succeeded.
     let token = tokens::generate();
@@ -210,21 +207,48 @@ pub async fn login(
         idle: state.config.session_idle,
         absolute: state.config.session_absolute,
     };
-    let executed = state
-        .users
-        .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
-            SideWrites {
-                claims: Vec::new(),
-                secrets: password_secret(events, rehash.as_ref()),
-                sessions: if login_succeeded(events) {
-                    vec![session.clone()]
-                } else {
-                    Vec::new()
-                },
+    // The lockout decision is made under the tenant's policy as this node last saw it, with
+    // no read; the append checks that the tenant has not moved on since, and if it has, the
+    // attempt is decided again under the policy read from the log. A login always appends
+    // (a failure is recorded too), so no decision escapes that check.
+    let (mut tenant, mut tenant_version) = kept_tenant(&state, tenant_id).await?;
+    let mut attempts = 0;
+    let executed = loop {
+        attempts += 1;
+        ctx.decided_on = vec![decided_on_tenant(tenant_id, tenant_version)];
+        let command = UserCommand::RecordLoginAttempt {
+            attempt_id,
+            identifier: identifier.clone(),
+            password_ok: verified.matches,
+            rehash: rehash.as_ref().map(|_| state.passwords.params()),
+            lockout: tenant.lockout_policy().clone(),
+            lockout_version: tenant.lockout_policy_version(),
+            tenant_mfa: tenant.webauthn_settings().mfa_requirement,
+            at: ctx.now,
+        };
+        let outcome = state
+            .users
+            .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
+                SideWrites {
+                    claims: Vec::new(),
+                    secrets: password_secret(events, rehash.as_ref()),
+                    sessions: if login_succeeded(events) {
+                        vec![session.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                }
+            })
+            .await;
+        match outcome {
+            Err(ExecuteError::Append(AppendError::DecidedOnStaleState { .. }))
+                if attempts < MAX_TENANT_REREADS =>
+            {
+                (tenant, tenant_version) = loaded_tenant(&state, tenant_id).await?;
             }
-        })
-        .await
-        .map_err(user_error)?;
+            outcome => break outcome.map_err(user_error)?,
+        }
+    };
     end_sessions_if_needed(&state, user_id, &executed.events).await?;
     if executed
         .events

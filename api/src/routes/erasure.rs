@@ -82,6 +82,7 @@ pub async fn erase_user(
                 claims: leftover.claims,
                 secrets: leftover.secrets,
                 sessions: Vec::new(),
+                decided_on: Vec::new(),
             })
             .await
             .map_err(ApiError::internal)?;

@@ -423,6 +423,7 @@ async fn disable(
         tenant_id: subscription.tenant_id(),
         now: Utc::now(),
         metadata: EventMetadata::system(),
+        decided_on: Vec::new(),
     };
     let command = WebhookSubscriptionCommand::Disable {
         reason,

@@ -19,6 +19,11 @@
 //!   a partial overlap means the ids were reused for a different request;
 //! - the same id twice within one request: [`AppendError::IdempotencyConflict`].
 //!
+//! Decided on: each stream the request names in `decided_on` must still be at the version
+//! the decision read (counting requests accepted earlier in the batch), or the request is
+//! refused with [`AppendError::DecidedOnStaleState`]. An idempotent retry is not checked:
+//! its original append was.
+//!
 //! Claims: `Reserve` of a key held by another stream refuses the request with
 //! [`AppendError::ClaimTaken`]; `Reserve` by the holder is a no-op; `Release` frees the key
 //! only when the request's stream holds it, and is otherwise ignored (it can never free
@@ -37,8 +42,8 @@ use crate::chain::{GENESIS_HASH, event_hash};
 use crate::codec::truncate_to_micros;
 use crate::error::{AppendError, StoreError};
 use crate::model::{
-    AppendRequest, Appended, ChainHead, ClaimChange, ClaimKey, ExpectedVersion, NewEvent,
-    NewSession, RecordedEvent, SecretWrite, StreamId,
+    AppendRequest, Appended, ChainHead, ClaimChange, ClaimKey, DecidedOn, ExpectedVersion,
+    NewEvent, NewSession, RecordedEvent, SecretWrite, StreamId,
 };
 
 /// An event with its JSON already turned into the exact text that is stored and hashed.
@@ -87,6 +92,7 @@ pub(crate) struct PreparedRequest {
     pub claims: Vec<ClaimChange>,
     pub secrets: Vec<SecretWrite>,
     pub sessions: Vec<NewSession>,
+    pub decided_on: Vec<DecidedOn>,
 }
 
 impl PreparedRequest {
@@ -103,6 +109,7 @@ impl PreparedRequest {
             claims: request.claims,
             secrets: request.secrets,
             sessions: request.sessions,
+            decided_on: request.decided_on,
         })
     }
 }
@@ -141,6 +148,7 @@ pub(crate) fn lookups(batch: &[PreparedRequest]) -> Lookups {
     let mut claim_keys = BTreeSet::new();
     for request in batch {
         streams.insert(&request.stream);
+        streams.extend(request.decided_on.iter().map(|d| &d.stream));
         event_ids.extend(request.events.iter().map(|e| e.event_id));
         claim_keys.extend(request.claims.iter().map(|c| match c {
             ClaimChange::Reserve(key) | ClaimChange::Release(key) => key,
@@ -242,6 +250,16 @@ impl BatchState {
                 expected: request.expected,
                 actual,
             });
+        }
+        for read in &request.decided_on {
+            let now = self.versions.get(&read.stream).copied().unwrap_or(0);
+            if now != read.version {
+                return Err(AppendError::DecidedOnStaleState {
+                    stream: read.stream.clone(),
+                    read: read.version,
+                    actual: now,
+                });
+            }
         }
         let claim_changes = self.claim_changes(request)?;
         self.claims.extend(claim_changes);
@@ -454,6 +472,7 @@ mod tests {
             claims,
             secrets: vec![],
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .unwrap()
     }
@@ -574,6 +593,93 @@ mod tests {
             Err(AppendError::WrongExpectedVersion { actual: 2, .. })
         ));
         assert_eq!(plan.events.len(), 2);
+    }
+
+    fn decided_on(mut r: PreparedRequest, s: &str, version: u64) -> PreparedRequest {
+        r.decided_on.push(DecidedOn {
+            stream: StreamId::new("tenant", s),
+            version,
+        });
+        r
+    }
+
+    #[test]
+    fn a_decision_stands_only_while_the_state_it_read_is_current() {
+        let snapshot = || Snapshot {
+            versions: HashMap::from([(StreamId::new("tenant", "t"), 4)]),
+            ..Snapshot::default()
+        };
+        let current = decided_on(request("a", ExpectedVersion::Any, &[1], vec![]), "t", 4);
+        let stale = decided_on(request("b", ExpectedVersion::Any, &[2], vec![]), "t", 3);
+        let never_written = decided_on(request("c", ExpectedVersion::Any, &[3], vec![]), "u", 0);
+        let plan = plan(&[current, stale, never_written], snapshot());
+        assert_eq!(ok(&plan.outcomes[0]).stream_version, 1);
+        assert!(matches!(
+            &plan.outcomes[1],
+            Err(AppendError::DecidedOnStaleState { stream, read: 3, actual: 4 })
+                if *stream == StreamId::new("tenant", "t")
+        ));
+        assert_eq!(ok(&plan.outcomes[2]).stream_version, 1);
+        let written: Vec<_> = plan.events.iter().map(|e| e.stream.id.as_str()).collect();
+        assert_eq!(
+            written,
+            ["a", "c"],
+            "nothing of the stale decision is written"
+        );
+        assert_eq!(
+            lookups(&[decided_on(
+                request("a", ExpectedVersion::Any, &[1], vec![]),
+                "t",
+                4
+            )])
+            .streams,
+            [StreamId::new("tenant", "t"), stream("a")],
+            "the writer reads the version of every stream a decision read"
+        );
+    }
+
+    #[test]
+    fn a_decision_read_before_an_earlier_request_of_the_batch_moved_its_stream_is_stale() {
+        let mut policy_change = request("t", ExpectedVersion::Exact(4), &[1], vec![]);
+        policy_change.stream = StreamId::new("tenant", "t");
+        let login = decided_on(request("a", ExpectedVersion::Any, &[2], vec![]), "t", 4);
+        let plan = plan(
+            &[policy_change, login],
+            Snapshot {
+                versions: HashMap::from([(StreamId::new("tenant", "t"), 4)]),
+                ..Snapshot::default()
+            },
+        );
+        assert_eq!(ok(&plan.outcomes[0]).stream_version, 5);
+        assert!(matches!(
+            plan.outcomes[1],
+            Err(AppendError::DecidedOnStaleState {
+                read: 4,
+                actual: 5,
+                ..
+            })
+        ));
+        assert_eq!(plan.events.len(), 1);
+    }
+
+    #[test]
+    fn a_retry_of_an_append_already_made_is_not_checked_again() {
+        let snapshot = Snapshot {
+            versions: HashMap::from([(StreamId::new("tenant", "t"), 9), (stream("a"), 1)]),
+            stored: HashMap::from([stored("a", 1, 5, 1)]),
+            ..Snapshot::default()
+        };
+        let retry = decided_on(request("a", ExpectedVersion::Any, &[1], vec![]), "t", 4);
+        let plan = plan(&[retry], snapshot);
+        assert_eq!(
+            ok(&plan.outcomes[0]),
+            Appended {
+                first_position: 5,
+                last_position: 5,
+                stream_version: 1
+            }
+        );
+        assert!(plan.writes_nothing());
     }
 
     #[test]

@@ -360,6 +360,7 @@ mod tests {
             claims: vec![],
             secrets: vec![],
             sessions: Vec::new(),
+            decided_on: Vec::new(),
         })
         .unwrap()
     }
