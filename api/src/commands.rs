@@ -2,7 +2,7 @@
 //! problem answers, and the side effects that follow some events.
 
 use keyledger_domain::password::{HashParams, PasswordFacts, normalize};
-use keyledger_domain::tenant::Tenant;
+use keyledger_domain::tenant::{Tenant, TenantError};
 use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
     Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite, SideWrites,
@@ -101,12 +101,14 @@ pub fn append_error<E: std::error::Error>(e: ExecuteError<E>) -> ApiError {
 
 /// The tenant, which must exist (the default tenant is created at start-up).
 pub async fn tenant(state: &AppState, tenant_id: Uuid) -> Result<Tenant, ApiError> {
-    let loaded = state
-        .tenants
-        .load(&tenant_id.to_string())
+    loaded_tenant(state, tenant_id)
         .await
-        .map_err(ApiError::internal)?;
-    existing(loaded).map(|(tenant, _)| tenant)
+        .map(|(tenant, _)| tenant)
+}
+
+/// The tenant read from the log, and its stream version.
+pub async fn loaded_tenant(state: &AppState, tenant_id: Uuid) -> Result<(Tenant, u64), ApiError> {
+    existing(state.tenants.load(&tenant_id.to_string()).await)
 }
 
 /// The tenant as this node last folded it, and its stream version, without reading the log
@@ -114,25 +116,13 @@ pub async fn tenant(state: &AppState, tenant_id: Uuid) -> Result<Tenant, ApiErro
 /// name it in its context's `decided_on` ([`decided_on_tenant`]): the append then refuses a
 /// decision made on a policy that has changed since, on this node or another.
 pub async fn kept_tenant(state: &AppState, tenant_id: Uuid) -> Result<(Tenant, u64), ApiError> {
-    let kept = state
-        .tenants
-        .kept_or_load(&tenant_id.to_string())
-        .await
-        .map_err(ApiError::internal)?;
-    existing(kept)
+    existing(state.tenants.kept_or_load(&tenant_id.to_string()).await)
 }
 
-/// The tenant read from the log, after an append found the kept one stale.
-pub async fn loaded_tenant(state: &AppState, tenant_id: Uuid) -> Result<(Tenant, u64), ApiError> {
-    let loaded = state
-        .tenants
-        .load(&tenant_id.to_string())
-        .await
-        .map_err(ApiError::internal)?;
-    existing(loaded)
-}
-
-fn existing((tenant, version): (Tenant, u64)) -> Result<(Tenant, u64), ApiError> {
+fn existing(
+    folded: Result<(Tenant, u64), ExecuteError<TenantError>>,
+) -> Result<(Tenant, u64), ApiError> {
+    let (tenant, version) = folded.map_err(ApiError::internal)?;
     if tenant.exists() {
         Ok((tenant, version))
     } else {
