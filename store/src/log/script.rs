@@ -109,11 +109,23 @@ fn bind<'q>(
     query
 }
 
-/// One statement, bound and ready to run (not kept as a prepared statement: most statements
-/// here differ in size from batch to batch).
+/// One statement, bound and ready to run, not kept as a prepared statement: SQLite scripts
+/// differ from batch to batch.
 pub(crate) fn query<'q>(statement: &'q Statement<'q>) -> Query<'q, Any, AnyArguments<'q>> {
     bind(
         sqlx::query(&statement.sql).persistent(false),
+        &statement.values,
+    )
+}
+
+/// One statement, prepared once per connection and kept (sqlx's statement cache, 100 per
+/// connection): the append writer's PostgreSQL statements take a few shapes, one per batch
+/// size, and parsing and planning a fresh 600-parameter `INSERT` or a 190-parameter snapshot
+/// read on every batch cost about a fifth of the appends at 64 writers
+/// (`docs/benchmarks.md`).
+pub(crate) fn kept_query<'q>(statement: &'q Statement<'q>) -> Query<'q, Any, AnyArguments<'q>> {
+    bind(
+        sqlx::query(&statement.sql).persistent(true),
         &statement.values,
     )
 }
@@ -137,7 +149,7 @@ pub(crate) async fn run(
         }
         Backend::Postgres => {
             for statement in statements {
-                query(statement).execute(&mut *conn).await?;
+                kept_query(statement).execute(&mut *conn).await?;
             }
         }
     }

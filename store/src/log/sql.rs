@@ -302,7 +302,7 @@ pub(super) async fn snapshot(
     ids: &[Uuid],
 ) -> Result<Snapshot, StoreError> {
     let first = SnapshotRead::new(marks_of(conn), streams, ids);
-    let rows = super::script::query(&first.statement)
+    let rows = super::script::kept_query(&first.statement)
         .fetch_all(&mut *conn)
         .await?;
     let snapshot = first.decode(&rows)?;
