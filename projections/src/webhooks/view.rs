@@ -53,12 +53,28 @@ const COLUMNS: &str = "id, tenant_id, url, event_types, description, enabled, di
 
 impl SubscriptionsView {
     pub async fn get(db: &Database, id: Uuid) -> Result<Option<SubscriptionRow>, ProjectionError> {
-        let sql = format!("SELECT {COLUMNS} FROM webhook_subscriptions_view WHERE id = $1");
+        Ok(Self::get_folded(db, id).await?.map(|(row, _)| row))
+    }
+
+    /// The subscription's row and the log position this view had folded when it was read, in
+    /// one statement, so the row shows every event of the subscription up to that position and
+    /// none after it.
+    pub async fn get_folded(
+        db: &Database,
+        id: Uuid,
+    ) -> Result<Option<(SubscriptionRow, u64)>, ProjectionError> {
+        let sql = format!(
+            "SELECT {COLUMNS}, (SELECT position FROM projection_checkpoints WHERE name = $2) \
+             AS folded_through FROM webhook_subscriptions_view WHERE id = $1"
+        );
         let row = sqlx::query(&sql)
             .bind(id.to_string())
+            .bind(NAME)
             .fetch_optional(db.pool())
             .await?;
-        row.as_ref().map(subscription).transpose()
+        let Some(row) = row else { return Ok(None) };
+        let folded: Option<i64> = row.try_get("folded_through")?;
+        Ok(Some((subscription(&row)?, folded.map_or(0, to_u64))))
     }
 
     pub async fn list(

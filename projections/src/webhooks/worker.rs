@@ -29,6 +29,8 @@ const PAGE: u32 = 200;
 const DELIVERED_PER_COMMIT: usize = 32;
 /// How often an idle worker looks again at its subscription (settings, redeliveries).
 const IDLE_POLL: Duration = Duration::from_millis(500);
+/// How long a worker waits, when its subscription changed, for the view to show the change.
+const VIEW_CATCH_UP: Duration = Duration::from_millis(10);
 
 /// Why a worker stopped.
 #[derive(Debug)]
@@ -64,7 +66,8 @@ pub async fn run(
             }
             renew_at = now + span * 2 / 3;
         }
-        let Some(subscription) = SubscriptionsView::get(delivery.db(), subscription_id).await?
+        let Some((subscription, folded_through)) =
+            SubscriptionsView::get_folded(delivery.db(), subscription_id).await?
         else {
             state::release(delivery.db(), &lease).await?;
             return Ok(Stopped::NotOurs);
@@ -76,18 +79,25 @@ pub async fn run(
         let Some(mut progress) = state::read(delivery.db(), &lease).await? else {
             return Ok(Stopped::NotOurs);
         };
-        let (wait, until_appended) =
-            match step(&delivery, &lease, &subscription, &mut progress).await? {
-                Next::Continue => continue,
-                Next::Stop => return Ok(Stopped::NotOurs),
-                // A retry waits for its time, whatever is appended meanwhile; the lease is renewed
-                // on the way.
-                Next::WaitUntil(at) => (
-                    (at.min(renew_at) - Utc::now()).to_std().unwrap_or_default(),
-                    false,
-                ),
-                Next::Idle => (IDLE_POLL, true),
-            };
+        let (wait, until_appended) = match step(
+            &delivery,
+            &lease,
+            &subscription,
+            folded_through,
+            &mut progress,
+        )
+        .await?
+        {
+            Next::Continue => continue,
+            Next::Stop => return Ok(Stopped::NotOurs),
+            // A retry waits for its time, whatever is appended meanwhile; the lease is renewed
+            // on the way.
+            Next::WaitUntil(at) => (
+                (at.min(renew_at) - Utc::now()).to_std().unwrap_or_default(),
+                false,
+            ),
+            Next::Idle => (IDLE_POLL, true),
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = appended.changed(), if until_appended => {}
@@ -107,10 +117,12 @@ enum Next {
     Stop,
 }
 
+/// `folded_through`: the log position the subscription's row was read at.
 async fn step(
     delivery: &Delivery,
     lease: &Lease,
     subscription: &SubscriptionRow,
+    folded_through: u64,
     progress: &mut DeliveryState,
 ) -> Result<Next, ProjectionError> {
     if subscription.resync_generation > progress.resync_generation {
@@ -134,12 +146,23 @@ async fn step(
     if events.is_empty() {
         return Ok(Next::Idle);
     }
+    let own_stream = StreamId::new(STREAM_KIND, subscription.id.to_string());
+    let cursor_before = progress.delivered_through;
+    // Set when the subscription itself changed (a rotated secret, another URL or filter, a
+    // disable) at a position its row does not show yet.
+    let mut row_behind = false;
     let mut secrets: Option<Vec<SigningSecret>> = None;
     // Successful deliveries are recorded together, with the cursor, once per batch: one commit
     // instead of one per event. A crash before that commit sends the batch again (at least once,
     // same ids), so the batch is kept small.
     let mut delivered: Vec<Delivered<'_>> = Vec::new();
     for event in &events {
+        if event.position > folded_through && event.stream == own_stream {
+            // Nothing after the change goes out under the settings it replaced: stop before
+            // it until the view has folded it (the view follows the log within ~50 ms).
+            row_behind = true;
+            break;
+        }
         if !subscription.wants(event) {
             progress.delivered_through = event.position;
             continue;
@@ -251,13 +274,22 @@ async fn step(
             Outcome::Delivered | Outcome::DeadLettered => {}
         }
     }
-    if delivered.is_empty() {
-        saved(delivery, lease, progress).await
-    } else if commit_delivered(delivery, lease, progress, &mut delivered).await? {
-        Ok(Next::Continue)
-    } else {
-        Ok(Next::Stop)
+    let wait_for_view =
+        Next::WaitUntil(Utc::now() + chrono::Duration::from_std(VIEW_CATCH_UP).unwrap_or_default());
+    if row_behind && delivered.is_empty() && progress.delivered_through == cursor_before {
+        return Ok(wait_for_view);
     }
+    let next = if delivered.is_empty() {
+        saved(delivery, lease, progress).await?
+    } else if commit_delivered(delivery, lease, progress, &mut delivered).await? {
+        Next::Continue
+    } else {
+        Next::Stop
+    };
+    Ok(match next {
+        Next::Continue if row_behind => wait_for_view,
+        next => next,
+    })
 }
 
 /// A successful delivery not yet recorded.
