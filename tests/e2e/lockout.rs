@@ -173,12 +173,7 @@ async fn a_lockout_policy_changed_on_another_node_governs_the_next_login() {
         StatusCode::UNAUTHORIZED,
         "locked by the new policy"
     );
-    let head = first
-        .request(Method::GET, "/healthz", None, None, &[])
-        .await
-        .json()["log_position"]
-        .as_u64()
-        .unwrap();
+    let head = first.head().await;
     let user = first
         .admin_read(&format!("/api/v1/users/{id}"), head)
         .await
