@@ -510,3 +510,249 @@ pub(super) async fn load_secrets(
     }
     Ok(secrets)
 }
+
+#[cfg(test)]
+mod tests {
+    // Tests may unwrap: a panic is the failure report.
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::HeaderMap;
+    use keyledger_store::testing::fresh_sqlite_url;
+    use keyledger_store::{
+        AppendRequest, Database, ExpectedVersion, NewEvent, SecretWrite, StreamId,
+    };
+
+    use super::*;
+    use crate::runner::{catch_up, migrate_all};
+    use crate::webhooks::DeliveryConfig;
+    use crate::webhooks::guard::AddressPolicy;
+
+    /// One request the receiver answered.
+    #[derive(Debug, Clone)]
+    struct Received {
+        position: u64,
+        id: String,
+        timestamp: i64,
+        body: Vec<u8>,
+        signatures: String,
+    }
+
+    impl Received {
+        fn signed_by(&self, secret: &SigningSecret) -> bool {
+            let expected = secret.sign(&self.id, self.timestamp, &self.body);
+            self.signatures.split(' ').any(|s| s == expected)
+        }
+    }
+
+    /// A receiver on a free loopback port that accepts everything and keeps what it got.
+    async fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let kept = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let header = |name: &str| {
+                        headers
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned()
+                    };
+                    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    kept.lock().unwrap().push(Received {
+                        position: payload["position"].as_u64().unwrap(),
+                        id: header("webhook-id"),
+                        timestamp: header("webhook-timestamp").parse().unwrap(),
+                        body: body.to_vec(),
+                        signatures: header("webhook-signature"),
+                    });
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, received)
+    }
+
+    async fn subscription_command(
+        log: &EventLog,
+        id: Uuid,
+        tenant_id: Uuid,
+        command: WebhookSubscriptionCommand,
+        secret: &SigningSecret,
+    ) -> u64 {
+        let ctx = CommandContext {
+            tenant_id,
+            now: Utc::now(),
+            metadata: EventMetadata::system(),
+            decided_on: Vec::new(),
+        };
+        let executed = CommandExecutor::<WebhookSubscription>::new(log.clone())
+            .execute(&id.to_string(), command, &(), &ctx, |_, after, _| {
+                SideWrites {
+                    claims: Vec::new(),
+                    secrets: vec![SecretWrite {
+                        kind: secret_kind(after.secret_version()),
+                        value: Some(secret.reveal()),
+                    }],
+                    sessions: Vec::new(),
+                }
+            })
+            .await
+            .unwrap();
+        executed.appended.unwrap().last_position
+    }
+
+    async fn user_event(log: &EventLog, tenant_id: Uuid) -> u64 {
+        log.append(AppendRequest {
+            stream: StreamId::new("user", Uuid::now_v7().to_string()),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                event_id: Uuid::now_v7(),
+                tenant_id,
+                event_type: "user.profile_updated".into(),
+                schema_version: 1,
+                recorded_at: Utc::now(),
+                payload: serde_json::json!({}),
+                metadata: EventMetadata::system(),
+            }],
+            claims: Vec::new(),
+            secrets: Vec::new(),
+            sessions: Vec::new(),
+            decided_on: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .last_position
+    }
+
+    /// One pass of the worker, with the subscription's row as the view shows it now.
+    async fn one_step(delivery: &Delivery, lease: &Lease) -> Next {
+        let (row, folded_through) =
+            SubscriptionsView::get_folded(delivery.db(), lease.subscription_id)
+                .await
+                .unwrap()
+                .unwrap();
+        let mut progress = state::read(delivery.db(), lease).await.unwrap().unwrap();
+        step(delivery, lease, &row, folded_through, &mut progress)
+            .await
+            .unwrap()
+    }
+
+    fn positions(received: &Mutex<Vec<Received>>) -> Vec<u64> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.position)
+            .collect()
+    }
+
+    /// The race a CI run once caught, made deterministic by holding the subscriptions view
+    /// back: an event appended after a rotation with no grace period must be signed with the
+    /// new secret alone, however far behind the view is when the worker reads the log.
+    #[tokio::test]
+    async fn nothing_after_a_rotation_goes_out_before_the_view_shows_the_rotation() {
+        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
+            .await
+            .unwrap();
+        migrate_all(&log).await.unwrap();
+        let (url, received) = receiver().await;
+        let delivery = Delivery::new(
+            log.clone(),
+            DeliveryConfig {
+                addresses: AddressPolicy::permissive(),
+                ..DeliveryConfig::default()
+            },
+        )
+        .unwrap();
+        let (id, tenant) = (Uuid::now_v7(), Uuid::now_v7());
+        let first_secret = SigningSecret::generate();
+        let created = subscription_command(
+            &log,
+            id,
+            tenant,
+            WebhookSubscriptionCommand::Create {
+                subscription_id: id,
+                tenant_id: tenant,
+                url,
+                event_types: vec!["user.*".into()],
+                description: None,
+                enabled: true,
+                at: Utc::now(),
+            },
+            &first_secret,
+        )
+        .await;
+        catch_up(&SubscriptionsView, &log, |_| {}).await.unwrap();
+        state::ensure(delivery.db(), id, created).await.unwrap();
+        let lease = Lease {
+            subscription_id: id,
+            owner: "this node".into(),
+        };
+        let now = Utc::now();
+        assert!(
+            state::acquire(
+                delivery.db(),
+                &lease,
+                now,
+                now + chrono::Duration::minutes(1)
+            )
+            .await
+            .unwrap()
+        );
+
+        let before = user_event(&log, tenant).await;
+        let rotated_secret = SigningSecret::generate();
+        let rotated_at = Utc::now();
+        subscription_command(
+            &log,
+            id,
+            tenant,
+            WebhookSubscriptionCommand::RotateSecret {
+                previous_valid_until: rotated_at,
+                at: rotated_at,
+            },
+            &rotated_secret,
+        )
+        .await;
+        let after = user_event(&log, tenant).await;
+
+        // The view still shows the subscription as created: the worker sends what came before
+        // the rotation and stops there, however often it looks.
+        for _ in 0..3 {
+            let next = one_step(&delivery, &lease).await;
+            assert_eq!(
+                positions(&received),
+                vec![before],
+                "sent before the view showed the rotation"
+            );
+            assert!(matches!(next, Next::WaitUntil(_)));
+        }
+        assert!(received.lock().unwrap()[0].signed_by(&first_secret));
+
+        catch_up(&SubscriptionsView, &log, |_| {}).await.unwrap();
+        one_step(&delivery, &lease).await;
+        assert_eq!(positions(&received), vec![before, after]);
+        let sent_after = received.lock().unwrap()[1].clone();
+        assert!(sent_after.signed_by(&rotated_secret));
+        assert!(
+            !sent_after.signed_by(&first_secret),
+            "the rotated-out secret had no grace period"
+        );
+        assert_eq!(
+            state::read(delivery.db(), &lease)
+                .await
+                .unwrap()
+                .unwrap()
+                .delivered_through,
+            after
+        );
+    }
+}
