@@ -194,6 +194,9 @@ pub(crate) struct Plan {
     pub sessions: Vec<NewSession>,
     /// The head after the batch.
     pub head: Option<ChainHead>,
+    /// The version of every stream the batch looked up, after the batch; streams with no
+    /// events are absent.
+    pub versions: HashMap<StreamId, u64>,
 }
 
 impl Plan {
@@ -430,6 +433,7 @@ impl BatchState {
             secrets,
             sessions: self.sessions,
             head: self.head,
+            versions: self.versions,
         }
     }
 }

@@ -283,6 +283,17 @@ pub(super) async fn take_append_lock(conn: &mut AnyConnection) -> Result<(), Sto
 /// The statement that takes the append lock; it also counts batches.
 pub(super) const APPEND_LOCK: &str = "UPDATE log_writer SET batches = batches + 1 WHERE id = 1";
 
+/// The append lock for a batch decided on kept state: it fails (sets the count to NULL, which
+/// the column refuses) unless the count is still `batches`, the one the kept state was left
+/// at, so that no other writer can have committed since. As a failing statement, not a count
+/// to check afterwards, it stops a SQLite script before the script's writes run.
+pub(super) fn kept_state_lock(marks: Marks, batches: i64) -> Statement<'static> {
+    let mut sql = String::from("UPDATE log_writer SET batches = CASE WHEN batches = ");
+    marks.push(&mut sql, 1);
+    sql.push_str(" THEN batches + 1 END WHERE id = 1");
+    Statement::new(sql).int(batches)
+}
+
 /// What the lock statement must have changed: the one `log_writer` row.
 pub(super) fn check_append_lock(updated: u64) -> Result<(), StoreError> {
     if updated != 1 {
@@ -294,8 +305,8 @@ pub(super) fn check_append_lock(updated: u64) -> Result<(), StoreError> {
 /// Everything a batch must read under the append lock but its claims, in one statement where
 /// the batch is small enough (every statement is a round trip on PostgreSQL and a thread
 /// hand-off on SQLite, and a batch is decided while every other writer waits): the head, the
-/// version of each stream, and the stored events carrying any of the batch's event ids.
-/// Streams and ids beyond the first chunk are read by the chunked queries.
+/// batch count, the version of each stream, and the stored events carrying any of the batch's
+/// event ids. Streams and ids beyond the first chunk are read by the chunked queries.
 pub(super) async fn snapshot(
     conn: &mut AnyConnection,
     streams: &[StreamId],
@@ -309,12 +320,16 @@ pub(super) async fn snapshot(
     snapshot.complete(conn).await
 }
 
-/// The head, stream versions and stored events a batch reads under the append lock.
-pub(super) type Snapshot = (
-    Option<ChainHead>,
-    HashMap<StreamId, u64>,
-    HashMap<Uuid, StoredEvent>,
-);
+/// What a batch reads under the append lock, but its claims.
+#[derive(Debug)]
+pub(super) struct Snapshot {
+    pub head: Option<ChainHead>,
+    /// Streams with no events are absent.
+    pub versions: HashMap<StreamId, u64>,
+    pub stored: HashMap<Uuid, StoredEvent>,
+    /// `log_writer.batches`, counting this batch's own lock: the count a commit leaves.
+    pub batches: i64,
+}
 
 /// The first statement of [`snapshot`], which may run in a script with others, and what
 /// remains to read after it.
@@ -377,6 +392,12 @@ impl<'a> SnapshotRead<'a> {
             }
             sql.push(')');
         }
+        // Last: PostgreSQL types a union's columns branch by branch, and NULLs met before the
+        // other branches' types would be taken as text.
+        sql.push_str(
+            " UNION ALL SELECT 3, batches, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+             FROM log_writer WHERE id = 1",
+        );
         let mut statement = Statement::new(sql);
         for stream in streams_now {
             statement = statement.text(&stream.kind).text(&stream.id);
@@ -393,11 +414,12 @@ impl<'a> SnapshotRead<'a> {
     }
 
     /// Reads the rows of [`Self::statement`]. Rows are told apart by `tag`: 0 the head, 1 a
-    /// stream (`n` its index, `m` its version), 2 a stored event.
+    /// stream (`n` its index, `m` its version), 2 a stored event, 3 the batch count (`n`).
     pub(super) fn decode(&self, rows: &[AnyRow]) -> Result<PartialSnapshot<'a>, StoreError> {
         let mut head = None;
         let mut versions = HashMap::new();
         let mut stored = HashMap::new();
+        let mut batches = None;
         for row in rows {
             let tag: i64 = row.try_get("tag")?;
             match tag {
@@ -426,13 +448,21 @@ impl<'a> SnapshotRead<'a> {
                 2 => {
                     stored.insert(get_uuid(row, "event_id")?, stored_event(row, "n", "m")?);
                 }
+                3 => batches = Some(row.try_get::<i64, _>("n")?),
                 other => {
                     return Err(StoreError::Corrupt(format!("unexpected row tag {other}")));
                 }
             }
         }
+        let batches =
+            batches.ok_or_else(|| StoreError::Corrupt("the log_writer row is missing".into()))?;
         Ok(PartialSnapshot {
-            found: (head, versions, stored),
+            found: Snapshot {
+                head,
+                versions,
+                stored,
+                batches,
+            },
             streams_later: self.streams_later,
             ids_later: self.ids_later,
         })
@@ -443,10 +473,14 @@ impl PartialSnapshot<'_> {
     /// Reads the streams and ids beyond the first statement's chunk (a batch of more than
     /// 100 streams or 500 events), each chunk a statement of its own.
     pub(super) async fn complete(self, conn: &mut AnyConnection) -> Result<Snapshot, StoreError> {
-        let (head, mut versions, mut stored) = self.found;
-        versions.extend(stream_versions(conn, self.streams_later).await?);
-        stored.extend(stored_events(conn, self.ids_later).await?);
-        Ok((head, versions, stored))
+        let mut found = self.found;
+        found
+            .versions
+            .extend(stream_versions(conn, self.streams_later).await?);
+        found
+            .stored
+            .extend(stored_events(conn, self.ids_later).await?);
+        Ok(found)
     }
 }
 
