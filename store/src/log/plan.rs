@@ -200,6 +200,10 @@ pub(crate) struct Plan {
 }
 
 impl Plan {
+    pub(crate) fn writes_only_events(&self) -> bool {
+        self.claims.is_empty() && self.secrets.is_empty() && self.sessions.is_empty()
+    }
+
     pub(crate) fn writes_nothing(&self) -> bool {
         self.events.is_empty()
             && self.claims.is_empty()

@@ -40,6 +40,11 @@ fn marks_of(conn: &AnyConnection) -> Marks {
 
 /// `($1, $2), ($3, $4)`: `rows` tuples of `columns` placeholders, numbered from 1.
 fn tuples(marks: Marks, rows: usize, columns: usize) -> String {
+    tuples_after(marks, 0, rows, columns)
+}
+
+/// [`tuples`] numbered from `before + 1`.
+fn tuples_after(marks: Marks, before: usize, rows: usize, columns: usize) -> String {
     let mut sql = String::new();
     for row in 0..rows {
         if row > 0 {
@@ -50,7 +55,7 @@ fn tuples(marks: Marks, rows: usize, columns: usize) -> String {
             if column > 0 {
                 sql.push_str(", ");
             }
-            marks.push(&mut sql, row * columns + column + 1);
+            marks.push(&mut sql, before + row * columns + column + 1);
         }
         sql.push(')');
     }
@@ -624,29 +629,60 @@ pub(super) fn insert_events(
 ) -> Result<Vec<Statement<'_>>, StoreError> {
     let mut statements = Vec::new();
     for chunk in events.chunks(INSERT_CHUNK) {
-        let mut statement = Statement::new(format!(
+        let statement = Statement::new(format!(
             "INSERT INTO events ({EVENT_COLUMNS}) VALUES {}",
             tuples(marks, chunk.len(), EVENT_COLUMN_COUNT)
         ));
-        for e in chunk {
-            statement = statement
-                .int(to_i64(e.position)?)
-                .owned_text(e.event_id.to_string())
-                .owned_text(e.tenant_id.to_string())
-                .text(&e.stream.kind)
-                .text(&e.stream.id)
-                .int(to_i64(e.stream_version)?)
-                .text(&e.event_type)
-                .int(i64::from(e.schema_version))
-                .int(micros(e.recorded_at))
-                .text(&e.payload)
-                .text(&e.metadata)
-                .bytes(&e.prev_hash)
-                .bytes(&e.hash);
-        }
-        statements.push(statement);
+        statements.push(bind_events(statement, chunk)?);
     }
     Ok(statements)
+}
+
+/// The events of a batch decided on kept state, with the kept-state lock, as one PostgreSQL
+/// statement: outside a transaction block it is a transaction of its own, one round trip
+/// instead of four (`BEGIN`, lock, insert, `COMMIT`). The insert reads its rows through the
+/// lock's, so the lock is taken before any row is written and held until the statement
+/// commits, as in a transaction that runs the two in turn. `None` if the events need more
+/// than one statement.
+pub(super) fn insert_events_locked(
+    events: &[RecordedEvent],
+    batches: i64,
+) -> Result<Option<Statement<'_>>, StoreError> {
+    if events.is_empty() || events.len() > INSERT_CHUNK {
+        return Ok(None);
+    }
+    let lock = kept_state_lock(Marks::Numbered, batches);
+    let statement = Statement::new(format!(
+        "WITH held AS ({} RETURNING id) INSERT INTO events ({EVENT_COLUMNS}) \
+         SELECT v.* FROM (VALUES {}) AS v ({EVENT_COLUMNS}) CROSS JOIN held",
+        lock.sql,
+        tuples_after(Marks::Numbered, 1, events.len(), EVENT_COLUMN_COUNT)
+    ))
+    .int(batches);
+    bind_events(statement, events).map(Some)
+}
+
+fn bind_events<'a>(
+    mut statement: Statement<'a>,
+    events: &'a [RecordedEvent],
+) -> Result<Statement<'a>, StoreError> {
+    for e in events {
+        statement = statement
+            .int(to_i64(e.position)?)
+            .owned_text(e.event_id.to_string())
+            .owned_text(e.tenant_id.to_string())
+            .text(&e.stream.kind)
+            .text(&e.stream.id)
+            .int(to_i64(e.stream_version)?)
+            .text(&e.event_type)
+            .int(i64::from(e.schema_version))
+            .int(micros(e.recorded_at))
+            .text(&e.payload)
+            .text(&e.metadata)
+            .bytes(&e.prev_hash)
+            .bytes(&e.hash);
+    }
+    Ok(statement)
 }
 
 /// Sets each key's holder: deletes every changed key, then inserts the held ones.

@@ -348,6 +348,19 @@ async fn commit_kept(
             }
         }
         Backend::Postgres => {
+            if plan.writes_only_events()
+                && let Some(locked) = sql::insert_events_locked(&plan.events, batches)?
+            {
+                let inserted = script::kept_query(&locked)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+                if inserted != plan.events.len() as u64 {
+                    // No lock row to join: nothing was inserted.
+                    return Err(StoreError::Corrupt("the log_writer row is missing".into()));
+                }
+                return Ok(());
+            }
             let mut tx = conn
                 .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
                 .await?;
@@ -801,6 +814,25 @@ mod tests {
             .await;
         assert_eq!(next.outcomes[0].as_ref().unwrap().first_position, 4);
         assert_eq!(chain_links(&db).await, 4);
+
+        // A commit without events moves no position a batch could collide on; the count
+        // alone shows it.
+        let mut their_secret = request("b", ExpectedVersion::Any, json!({}));
+        their_secret.events.clear();
+        their_secret.secrets.push(crate::model::SecretWrite {
+            kind: "password".into(),
+            value: Some("hash".into()),
+        });
+        other.process(&[their_secret]).await;
+        let kept_before = this.kept_commits;
+        let after = this
+            .process(&[request("a", ExpectedVersion::Exact(4), json!({}))])
+            .await;
+        assert_eq!(after.outcomes[0].as_ref().unwrap().first_position, 5);
+        assert_eq!(
+            this.kept_commits, kept_before,
+            "committed on kept state after another writer's commit"
+        );
     }
 
     /// A retry's event ids are already in the log, which kept state does not know. A retry
