@@ -1,8 +1,9 @@
 //! Appends per second through `EventLog::append` (group commit) at several numbers of
 //! concurrent writers, each appending single-event requests to its own stream, beside what
 //! the same database does without our log: postgres-es's `PostgresEventRepository` persisting
-//! the same events, a plain batched INSERT (the raw ceiling), and single-row commits (the
-//! fsync floor).
+//! the same events, a plain batched INSERT (the raw ceiling), single-row commits (the fsync
+//! floor), and batches of our commits' size into the log's own table (the ceiling of a writer
+//! that commits one batch at a time into this schema).
 
 use std::future::Future;
 use std::sync::Arc;
