@@ -16,8 +16,9 @@ use keyledger_domain::user::UserEvent;
 use keyledger_store::{AppendRequest, Database, EventLog, ExpectedVersion, NewEvent};
 use postgres_es::PostgresEventRepository;
 use serde::{Deserialize, Serialize};
-use sqlx::Connection as _;
+use sqlx::any::AnyArguments;
 use sqlx::postgres::{PgConnection, PgPoolOptions};
+use sqlx::{Arguments as _, Connection as _};
 use uuid::Uuid;
 
 use crate::report::{self, Table, per_second, progress};
@@ -603,46 +604,20 @@ async fn raw_batched_insert(
         "INSERT INTO bench_raw (id, stream_id, event_type, payload, metadata) VALUES {}",
         placeholders(batch, RAW_COLUMNS, style)
     );
-    let counted = drive(1, window, |_| {
-        let db = db.clone();
-        let (sql, stream_id, payload, metadata) = (
-            sql.clone(),
-            stream_id.clone(),
-            payload.clone(),
-            metadata.clone(),
-        );
-        let mut next_id: i64 = 0;
-        move || {
-            let first = next_id;
-            next_id += i64::try_from(batch).unwrap_or(i64::MAX);
-            let (db, sql, stream_id, payload, metadata) = (
-                db.clone(),
-                sql.clone(),
-                stream_id.clone(),
-                payload.clone(),
-                metadata.clone(),
-            );
-            async move {
-                let mut tx = db.pool().begin().await?;
-                let mut query = sqlx::query(&sql);
-                for id in first..first + i64::try_from(batch)? {
-                    query = query
-                        .bind(id)
-                        .bind(stream_id.clone())
-                        .bind("user.login.failed")
-                        .bind(payload.clone())
-                        .bind(metadata.clone());
-                }
-                query.execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(u64::try_from(batch)?)
-            }
+    let mut next_id: i64 = 0;
+    raw_commits(db, scratch, sql, window, move || {
+        let mut args = AnyArguments::default();
+        for _ in 0..batch {
+            next_id += 1;
+            add(&mut args, next_id)?;
+            add(&mut args, stream_id.clone())?;
+            add(&mut args, "user.login.failed")?;
+            add(&mut args, payload.clone())?;
+            add(&mut args, metadata.clone())?;
         }
+        Ok((u64::try_from(batch)?, args))
     })
-    .await?;
-    db.pool().close().await;
-    scratch.remove().await?;
-    Ok(counted)
+    .await
 }
 
 /// Batches of `batch` events into the store's own `events` table (its indexes included),
@@ -671,63 +646,32 @@ async fn raw_log_table_commits(
     );
     let stream_ids: Vec<String> = (0..streams).map(|_| Uuid::now_v7().to_string()).collect();
     let tenant = Uuid::now_v7().to_string();
-    let counted = drive(1, window, |_| {
-        let db = db.clone();
-        let (sql, stream_ids, tenant, payload, metadata) = (
-            sql.clone(),
-            stream_ids.clone(),
-            tenant.clone(),
-            payload.clone(),
-            metadata.clone(),
-        );
-        let mut position: i64 = 0;
-        let mut versions = vec![0_i64; streams];
-        let mut next_stream = 0;
-        move || {
-            let mut rows = Vec::with_capacity(batch);
-            for _ in 0..batch {
-                position += 1;
-                versions[next_stream] += 1;
-                rows.push((position, next_stream, versions[next_stream]));
-                next_stream = (next_stream + 1) % streams;
-            }
-            let (db, sql, stream_ids, tenant, payload, metadata) = (
-                db.clone(),
-                sql.clone(),
-                stream_ids.clone(),
-                tenant.clone(),
-                payload.clone(),
-                metadata.clone(),
-            );
-            async move {
-                let mut tx = db.pool().begin().await?;
-                let mut query = sqlx::query(&sql);
-                for (position, stream, version) in rows {
-                    query = query
-                        .bind(position)
-                        .bind(Uuid::now_v7().to_string())
-                        .bind(tenant.clone())
-                        .bind("user")
-                        .bind(stream_ids[stream].clone())
-                        .bind(version)
-                        .bind("user.login.failed")
-                        .bind(1_i64)
-                        .bind(Utc::now().timestamp_micros())
-                        .bind(payload.clone())
-                        .bind(metadata.clone())
-                        .bind(hash_of(position - 1))
-                        .bind(hash_of(position));
-                }
-                query.execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(u64::try_from(batch)?)
-            }
+    let mut position: i64 = 0;
+    let mut versions = vec![0_i64; streams];
+    let mut next_stream = 0;
+    raw_commits(db, scratch, sql, window, move || {
+        let mut args = AnyArguments::default();
+        for _ in 0..batch {
+            position += 1;
+            versions[next_stream] += 1;
+            add(&mut args, position)?;
+            add(&mut args, Uuid::now_v7().to_string())?;
+            add(&mut args, tenant.clone())?;
+            add(&mut args, "user")?;
+            add(&mut args, stream_ids[next_stream].clone())?;
+            add(&mut args, versions[next_stream])?;
+            add(&mut args, "user.login.failed")?;
+            add(&mut args, 1_i64)?;
+            add(&mut args, Utc::now().timestamp_micros())?;
+            add(&mut args, payload.clone())?;
+            add(&mut args, metadata.clone())?;
+            add(&mut args, hash_of(position - 1))?;
+            add(&mut args, hash_of(position))?;
+            next_stream = (next_stream + 1) % streams;
         }
+        Ok((u64::try_from(batch)?, args))
     })
-    .await?;
-    db.pool().close().await;
-    scratch.remove().await?;
-    Ok(counted)
+    .await
 }
 
 /// 32 bytes that look like a chain hash (they do not compress), here of the position.
@@ -745,34 +689,50 @@ async fn raw_single_row_commits(
 ) -> anyhow::Result<Counted> {
     let (scratch, db) = raw_database(backend, places).await?;
     let (stream_id, payload, metadata) = raw_row()?;
+    let sql = "INSERT INTO bench_raw (id, stream_id, event_type, payload, metadata) \
+               VALUES ($1, $2, $3, $4, $5)"
+        .to_owned();
+    let mut next_id: i64 = 0;
+    raw_commits(db, scratch, sql, window, move || {
+        next_id += 1;
+        let mut args = AnyArguments::default();
+        add(&mut args, next_id)?;
+        add(&mut args, stream_id.clone())?;
+        add(&mut args, "user.login.failed")?;
+        add(&mut args, payload.clone())?;
+        add(&mut args, metadata.clone())?;
+        Ok((1, args))
+    })
+    .await
+}
+
+/// Runs `sql` from one connection, one transaction per statement, with the arguments `next`
+/// makes for each (and the count of rows they are), until the window ends; then closes the
+/// database and removes its scratch files.
+async fn raw_commits(
+    db: Database,
+    scratch: crate::scratch::Scratch,
+    sql: String,
+    window: Window,
+    next: impl FnMut() -> anyhow::Result<(u64, AnyArguments<'static>)> + Send + 'static,
+) -> anyhow::Result<Counted> {
+    // `drive` makes one operation per worker, and there is one worker here.
+    let mut next = Some(next);
     let counted = drive(1, window, |_| {
-        let db = db.clone();
-        let (stream_id, payload, metadata) = (stream_id.clone(), payload.clone(), metadata.clone());
-        let mut next_id: i64 = 0;
+        let (db, sql) = (db.clone(), sql.clone());
+        let mut next = next.take();
         move || {
-            next_id += 1;
-            let id = next_id;
-            let (db, stream_id, payload, metadata) = (
-                db.clone(),
-                stream_id.clone(),
-                payload.clone(),
-                metadata.clone(),
-            );
+            let made = next
+                .as_mut()
+                .map(|next| next())
+                .unwrap_or_else(|| Err(anyhow::anyhow!("a raw reference runs one worker")));
+            let (db, sql) = (db.clone(), sql.clone());
             async move {
+                let (rows, args) = made?;
                 let mut tx = db.pool().begin().await?;
-                sqlx::query(
-                    "INSERT INTO bench_raw (id, stream_id, event_type, payload, metadata) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(id)
-                .bind(stream_id)
-                .bind("user.login.failed")
-                .bind(payload)
-                .bind(metadata)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query_with(&sql, args).execute(&mut *tx).await?;
                 tx.commit().await?;
-                Ok(1)
+                Ok(rows)
             }
         }
     })
@@ -780,6 +740,15 @@ async fn raw_single_row_commits(
     db.pool().close().await;
     scratch.remove().await?;
     Ok(counted)
+}
+
+/// Adds one argument; encoding an owned value cannot fail, but the API says it may.
+fn add<T>(args: &mut AnyArguments<'static>, value: T) -> anyhow::Result<()>
+where
+    T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    args.add(value)
+        .map_err(|e| anyhow::anyhow!("cannot bind an argument: {e}"))
 }
 
 /// `($1, $2), ($3, $4)` (or `(?, ?), (?, ?)`): `rows` tuples of `columns` placeholders.
