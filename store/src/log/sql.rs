@@ -651,14 +651,19 @@ pub(super) fn insert_events_locked(
     if events.is_empty() || events.len() > INSERT_CHUNK {
         return Ok(None);
     }
-    let lock = kept_state_lock(Marks::Numbered, batches);
-    let statement = Statement::new(format!(
+    // The lock's own parameter comes first; the rows' follow it.
+    let mut statement = kept_state_lock(Marks::Numbered, batches);
+    statement.sql = format!(
         "WITH held AS ({} RETURNING id) INSERT INTO events ({EVENT_COLUMNS}) \
          SELECT v.* FROM (VALUES {}) AS v ({EVENT_COLUMNS}) CROSS JOIN held",
-        lock.sql,
-        tuples_after(Marks::Numbered, 1, events.len(), EVENT_COLUMN_COUNT)
-    ))
-    .int(batches);
+        statement.sql,
+        tuples_after(
+            Marks::Numbered,
+            statement.values.len(),
+            events.len(),
+            EVENT_COLUMN_COUNT
+        )
+    );
     bind_events(statement, events).map(Some)
 }
 
