@@ -320,10 +320,10 @@ mod tests {
             .unwrap();
         let count = REVEAL_IN_PARALLEL_FROM * 2 + 1;
         for n in 0..count {
-            log.append(AppendRequest {
-                stream: StreamId::new(personal::SUBJECT_STREAM_KIND, Uuid::now_v7().to_string()),
-                expected: ExpectedVersion::NoStream,
-                events: vec![NewEvent {
+            log.append(AppendRequest::new(
+                StreamId::new(personal::SUBJECT_STREAM_KIND, Uuid::now_v7().to_string()),
+                ExpectedVersion::NoStream,
+                vec![NewEvent {
                     event_id: Uuid::now_v7(),
                     tenant_id: Uuid::now_v7(),
                     event_type: "user.created".into(),
@@ -332,11 +332,7 @@ mod tests {
                     payload: serde_json::json!({ "username": format!("user-{n}") }),
                     metadata: EventMetadata::system(),
                 }],
-                claims: Vec::new(),
-                secrets: Vec::new(),
-                sessions: Vec::new(),
-                decided_on: Vec::new(),
-            })
+            ))
             .await
             .unwrap();
         }

@@ -162,6 +162,21 @@ pub struct AppendRequest {
     pub decided_on: Vec<DecidedOn>,
 }
 
+impl AppendRequest {
+    /// Events alone: no claims, secrets, sessions or other streams decided on.
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream,
+            expected,
+            events,
+            claims: Vec::new(),
+            secrets: Vec::new(),
+            sessions: Vec::new(),
+            decided_on: Vec::new(),
+        }
+    }
+}
+
 /// A stream's version that a decision read. A decision on another aggregate's state (a
 /// login decided under the tenant's lockout policy) is written only while that state is
 /// current, so a policy changed between the read and the append is never missed, on this

@@ -610,26 +610,20 @@ mod tests {
     }
 
     async fn user_event(log: &EventLog, tenant_id: Uuid) -> u64 {
-        log.append(AppendRequest {
-            stream: StreamId::new("user", Uuid::now_v7().to_string()),
-            expected: ExpectedVersion::Any,
-            events: vec![NewEvent {
-                event_id: Uuid::now_v7(),
-                tenant_id,
-                event_type: "user.profile_updated".into(),
-                schema_version: 1,
-                recorded_at: Utc::now(),
-                payload: serde_json::json!({}),
-                metadata: EventMetadata::system(),
-            }],
-            claims: Vec::new(),
-            secrets: Vec::new(),
-            sessions: Vec::new(),
-            decided_on: Vec::new(),
-        })
-        .await
-        .unwrap()
-        .last_position
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            tenant_id,
+            event_type: "user.profile_updated".into(),
+            schema_version: 1,
+            recorded_at: Utc::now(),
+            payload: serde_json::json!({}),
+            metadata: EventMetadata::system(),
+        };
+        let user = StreamId::new("user", Uuid::now_v7().to_string());
+        log.append(AppendRequest::new(user, ExpectedVersion::Any, vec![event]))
+            .await
+            .unwrap()
+            .last_position
     }
 
     /// One pass of the worker, with the subscription's row as the view shows it now.
