@@ -12,4 +12,6 @@ pub enum ProjectionError {
     Command(String),
     #[error("unknown projection {0:?}")]
     UnknownProjection(String),
+    #[error("a fold running on its own task did not finish: {0}")]
+    FoldTask(String),
 }

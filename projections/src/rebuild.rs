@@ -13,7 +13,8 @@
 //! Rebuilding several views reads the log once: each batch read feeds every fresh view, the
 //! views fold it concurrently on their own connections, and the next batch is read meanwhile.
 
-use futures_util::future::try_join_all;
+use std::sync::Arc;
+
 use keyledger_store::{Backend, EventLog, RecordedEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
@@ -52,7 +53,7 @@ pub async fn rebuild(
         }
     }
     let head = log.head().await?.map_or(0, |h| h.position);
-    fold_together(&mut fresh, log, head, &mut progress).await?;
+    let fresh = fold_together(fresh, log, head, &mut progress).await?;
     // Each swap folds the few events appended since `head` and takes the live follower's
     // place; views are independent, so swapping them one after the other is consistent.
     for fresh in fresh {
@@ -61,45 +62,67 @@ pub async fn rebuild(
     Ok(reached)
 }
 
-/// Folds the log up to `to` into every fresh view, reading each batch once. The views fold a
-/// batch concurrently (each on its own connection, in its own transaction) while the next
-/// batch is read.
+/// Folds the log up to `to` into every fresh view, reading each batch once. The read and each
+/// view's fold run on tasks of their own, so that they spread over the cores (most of a fold
+/// is ours: decoding rows, opening sealed fields, binding values): each view folds a batch
+/// in its own transaction, on its own connection, while the next batch is read.
 async fn fold_together(
-    fresh: &mut [Fresh],
+    mut fresh: Vec<Fresh>,
     log: &EventLog,
     to: u64,
     progress: &mut impl FnMut(&str, u64),
-) -> Result<(), ProjectionError> {
+) -> Result<Vec<Fresh>, ProjectionError> {
     let Some(from) = fresh.iter().map(|f| f.position).min() else {
-        return Ok(());
+        return Ok(fresh);
     };
-    let want = |at: u64| {
-        u32::try_from(to.saturating_sub(at))
+    let read = |after: u64| {
+        let want = u32::try_from(to.saturating_sub(after))
             .unwrap_or(BATCH)
-            .min(BATCH)
+            .min(BATCH);
+        let log = log.clone();
+        tokio::spawn(async move { log.read_all_revealed(after, want).await })
     };
     let mut events = if from < to {
-        log.read_all_revealed(from, want(from)).await?
+        finished(read(from).await)??
     } else {
         Vec::new()
     };
     while let Some(last) = events.last().map(|e| e.position) {
-        let read_next = async {
-            if last < to {
-                log.read_all_revealed(last, want(last)).await
-            } else {
-                Ok(Vec::new())
+        let next = (last < to).then(|| read(last));
+        let batch = Arc::new(events);
+        let folds: Vec<_> = fresh
+            .drain(..)
+            .map(|mut view| {
+                let events = Arc::clone(&batch);
+                tokio::spawn(async move {
+                    let folded = view.fold(&events).await;
+                    (view, folded)
+                })
+            })
+            .collect();
+        let mut failed = None;
+        for fold in folds {
+            let (view, folded) = finished(fold.await)?;
+            if let Err(error) = folded {
+                failed.get_or_insert(error);
             }
-        };
-        let fold = try_join_all(fresh.iter_mut().map(|f| f.fold(&events)));
-        let (next, folded) = tokio::join!(read_next, fold);
-        folded?;
-        for f in fresh.iter() {
-            progress(f.view.name(), f.position);
+            progress(view.view.name(), view.position);
+            fresh.push(view);
         }
-        events = next?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        events = match next {
+            Some(next) => finished(next.await)??,
+            None => Vec::new(),
+        };
     }
-    Ok(())
+    Ok(fresh)
+}
+
+/// What a spawned task returned; a task that panicked or was cancelled is an error.
+fn finished<T>(joined: Result<T, tokio::task::JoinError>) -> Result<T, ProjectionError> {
+    joined.map_err(|e| ProjectionError::FoldTask(e.to_string()))
 }
 
 /// A row that differs between a live view and its rebuild, by the table's first column.
@@ -240,12 +263,15 @@ impl Fresh {
 
     /// Folds the log into the fresh tables up to `to`, one transaction per batch.
     async fn fold_to(
-        &mut self,
+        self,
         log: &EventLog,
         to: u64,
         progress: &mut impl FnMut(&str, u64),
-    ) -> Result<(), ProjectionError> {
-        fold_together(std::slice::from_mut(self), log, to, progress).await
+    ) -> Result<Self, ProjectionError> {
+        fold_together(vec![self], log, to, progress)
+            .await?
+            .pop()
+            .ok_or_else(|| ProjectionError::FoldTask("the fold lost its view".into()))
     }
 
     /// Folds events after `self.position` up to `to` inside the caller's transaction.
@@ -381,9 +407,9 @@ async fn compare_one(
             "{name} (it lists no tables to compare)"
         )));
     }
-    let mut fresh = Fresh::open(view, log).await?;
+    let fresh = Fresh::open(view, log).await?;
     let head = log.head().await?.map_or(0, |h| h.position);
-    fresh.fold_to(log, head, progress).await?;
+    let mut fresh = fresh.fold_to(log, head, progress).await?;
     let mut attempt = 0;
     let differences = loop {
         attempt += 1;
@@ -391,7 +417,7 @@ async fn compare_one(
             let mut conn = log.database().pool().acquire().await?;
             checkpoint::read(&mut conn, name).await?
         };
-        fresh.fold_to(log, live, progress).await?;
+        fresh = fresh.fold_to(log, live, progress).await?;
         let (backend, pairs, folded) = (fresh.backend, fresh.pairs(), fresh.position);
         let mut tx = fresh.conn.begin().await?;
         if backend == Backend::Postgres {
