@@ -524,3 +524,79 @@ fn cell(row: &AnyRow, i: usize) -> String {
 fn hex_string(bytes: Vec<u8>) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    // Tests may unwrap: a panic is the failure report.
+    #![allow(clippy::unwrap_used)]
+
+    use chrono::Utc;
+    use keyledger_store::testing::fresh_sqlite_url;
+    use keyledger_store::{
+        AppendRequest, Database, EventMetadata, ExpectedVersion, NewEvent, StreamId,
+    };
+    use uuid::Uuid;
+
+    use super::*;
+
+    async fn append(
+        log: &EventLog,
+        stream_kind: &str,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) {
+        let event = NewEvent {
+            event_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version: 1,
+            recorded_at: Utc::now(),
+            payload,
+            metadata: EventMetadata::system(),
+        };
+        let stream = StreamId::new(stream_kind, Uuid::now_v7().to_string());
+        log.append(AppendRequest::new(
+            stream,
+            ExpectedVersion::Any,
+            vec![event],
+        ))
+        .await
+        .unwrap();
+    }
+
+    /// A view that cannot fold an event fails the whole rebuild, and nothing is swapped in:
+    /// every live view keeps its rows and its checkpoint, even one whose fresh tables folded
+    /// the event.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rebuild_that_cannot_fold_an_event_swaps_nothing_in() {
+        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
+            .await
+            .unwrap();
+        migrate_all(&log).await.unwrap();
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 1})).await;
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 2})).await;
+        assert_eq!(rebuild(&log, None, |_, _| {}).await.unwrap(), 2);
+        // The audit view folds any event; the users view cannot read this one.
+        append(&log, "user", "user.unlocked", serde_json::json!({"by": 7})).await;
+
+        let error = rebuild(&log, None, |_, _| {}).await.unwrap_err();
+        assert!(
+            matches!(error, ProjectionError::Malformed { position: 3, .. }),
+            "{error:?}"
+        );
+        let mut conn = log.database().pool().acquire().await.unwrap();
+        let audit_rows: i64 = sqlx::query("SELECT COUNT(*) FROM audit_view")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(audit_rows, 2);
+        let checkpoints = checkpoint::read_all(&mut conn).await.unwrap();
+        assert!(
+            crate::PROJECTIONS
+                .iter()
+                .all(|name| checkpoints.get(*name) == Some(&2)),
+            "{checkpoints:?}"
+        );
+    }
+}
