@@ -8,7 +8,8 @@
 //! `TEMP` tables from the live tables' DDL, which unqualified names resolve to first. The swap
 //! is one transaction that also folds whatever the live follower had reached, so the view
 //! never goes back in time: on PostgreSQL it drops the live table and moves the fresh one in;
-//! on SQLite it replaces the live rows with the fresh ones (readers keep their snapshot).
+//! on SQLite it replaces the live rows that differ from the fresh ones, and only those (readers
+//! keep their snapshot).
 //!
 //! Rebuilding several views reads the log once: each batch read feeds every fresh view, the
 //! views fold it concurrently on their own connections, and the next batch is read meanwhile.
@@ -53,11 +54,26 @@ pub async fn rebuild(
         }
     }
     let head = log.head().await?.map_or(0, |h| h.position);
+    let folding = std::time::Instant::now();
     let fresh = fold_together(fresh, log, head, &mut progress).await?;
+    tracing::info!(
+        to = head,
+        seconds = folding.elapsed().as_secs_f64(),
+        "folded the log into fresh tables"
+    );
     // Each swap folds the few events appended since `head` and takes the live follower's
     // place; views are independent, so swapping them one after the other is consistent.
     for fresh in fresh {
+        let name = fresh.view.name();
+        let swapping = std::time::Instant::now();
         reached = swap_in(fresh, log, &mut progress).await?;
+        // On SQLite a swap writes each row that differs into the live tables and their indexes:
+        // over an empty or stale view it can take as long as the fold, worth seeing apart.
+        tracing::info!(
+            projection = name,
+            seconds = swapping.elapsed().as_secs_f64(),
+            "swapped the fresh view in"
+        );
     }
     Ok(reached)
 }
@@ -324,6 +340,7 @@ async fn swap_in(
     let name = fresh.view.name();
     let backend = fresh.backend;
     let pairs = fresh.pairs();
+    let tables = fresh.tables;
     let folded = fresh.position;
     let mut tx = fresh.conn.begin().await?;
     // Hold the checkpoint row: the live follower waits, and then folds on top of the new
@@ -344,16 +361,13 @@ async fn swap_in(
         .try_get(0)?;
     let target = to_u64(live).max(folded);
     let reached = Fresh::fold_in(&fresh.view, &mut tx, log, folded, target).await?;
-    for (live_table, fresh_table) in &pairs {
+    for (table, (live_table, fresh_table)) in tables.iter().zip(&pairs) {
         let statements = match backend {
             Backend::Postgres => vec![
                 format!("DROP TABLE {live_table}"),
                 format!("ALTER TABLE {fresh_table} SET SCHEMA public"),
             ],
-            Backend::Sqlite => vec![
-                format!("DELETE FROM {live_table}"),
-                format!("INSERT INTO {live_table} SELECT * FROM {fresh_table}"),
-            ],
+            Backend::Sqlite => sqlite_replacement(&mut tx, table, live_table, fresh_table).await?,
         };
         for sql in statements {
             sqlx::query(&sql).execute(&mut *tx).await?;
@@ -372,6 +386,70 @@ async fn swap_in(
     let mut conn = log.database().pool().acquire().await?;
     checkpoint::ensure(&mut conn, name).await?;
     Ok(reached)
+}
+
+/// The statements that make SQLite's live `table` hold exactly the fresh table's rows. The
+/// fresh table cannot be renamed into the live one's place (it is a `TEMP` table), so rows
+/// are written; only those that differ, by the table's primary key: a row that is the same on
+/// both sides stays. A rebuild of a healthy view then rewrites nothing, where copying every
+/// row made SQLite insert it again into each of the live table's indexes (8–9 s for a million
+/// audit rows, a third of the rebuild).
+async fn sqlite_replacement(
+    conn: &mut AnyConnection,
+    table: &str,
+    live: &str,
+    fresh: &str,
+) -> Result<Vec<String>, ProjectionError> {
+    let columns: Vec<(String, i64)> =
+        sqlx::query("SELECT name, pk FROM pragma_table_info($1, 'main')")
+            .bind(table)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+    let quoted = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let key: Vec<String> = columns
+        .iter()
+        .filter(|(_, pk)| *pk > 0)
+        .map(|(name, _)| quoted(name))
+        .collect();
+    if key.is_empty() {
+        // Without a key, rows cannot be paired: copy them all.
+        return Ok(vec![
+            format!("DELETE FROM {live}"),
+            format!("INSERT INTO {live} SELECT * FROM {fresh}"),
+        ]);
+    }
+    let same_key = |a: &str, b: &str| {
+        key.iter()
+            .map(|c| format!("{a}.{c} = {b}.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    // `IS`: two NULLs are the same value.
+    let same_row = columns
+        .iter()
+        .map(|(name, _)| {
+            let c = quoted(name);
+            format!("f.{c} IS l.{c}")
+        })
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    Ok(vec![
+        // Live rows with no identical fresh row: changed, or gone from the rebuild.
+        format!(
+            "DELETE FROM {live} AS l WHERE NOT EXISTS \
+             (SELECT 1 FROM {fresh} AS f WHERE {} AND {same_row})",
+            same_key("f", "l")
+        ),
+        // Every live row left has an identical fresh row: add the fresh rows it lacks.
+        format!(
+            "INSERT INTO {live} SELECT * FROM {fresh} AS f WHERE NOT EXISTS \
+             (SELECT 1 FROM {live} AS l WHERE {})",
+            same_key("l", "f")
+        ),
+    ])
 }
 
 /// The rebuild of a projection that lists no tables: empties it and folds again. Readers see
@@ -562,6 +640,82 @@ mod tests {
         ))
         .await
         .unwrap();
+    }
+
+    /// A row of the audit view: (rowid, position, type, outcome, reason).
+    type AuditRow = (i64, i64, String, Option<String>, Option<String>);
+
+    /// Rows of the audit view, in log order.
+    async fn audit_rows(log: &EventLog) -> Vec<AuditRow> {
+        let mut conn = log.database().pool().acquire().await.unwrap();
+        sqlx::query(
+            "SELECT rowid, position, event_type, outcome, reason FROM audit_view ORDER BY position",
+        )
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    }
+
+    /// On SQLite a rebuild repairs a live view whose rows were changed, removed or added
+    /// behind its back, and leaves the rows that were right where they are (same rowid: not
+    /// deleted and inserted again).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rebuild_on_sqlite_rewrites_only_the_rows_that_differ() {
+        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
+            .await
+            .unwrap();
+        migrate_all(&log).await.unwrap();
+        for n in 0..6 {
+            append(
+                &log,
+                "thing",
+                "thing.happened",
+                serde_json::json!({ "n": n }),
+            )
+            .await;
+        }
+        assert_eq!(rebuild(&log, Some("audit"), |_, _| {}).await.unwrap(), 6);
+        {
+            // Rowids that copying the rows again would not give them back.
+            let mut conn = log.database().pool().acquire().await.unwrap();
+            sqlx::query("UPDATE audit_view SET rowid = rowid + 100")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+        }
+        let right = audit_rows(&log).await;
+        assert_eq!(right.len(), 6);
+        assert!(right.iter().all(|row| row.4.is_none()));
+
+        let mut conn = log.database().pool().acquire().await.unwrap();
+        for tamper in [
+            "UPDATE audit_view SET event_type = 'thing.forged' WHERE position = 2",
+            // NULL to a value: found only if NULLs compare as equal values.
+            "UPDATE audit_view SET reason = 'forged' WHERE position = 3",
+            "DELETE FROM audit_view WHERE position = 4",
+            "INSERT INTO audit_view SELECT 99, recorded_at, tenant_id, event_type, stream_kind, \
+             stream_id, user_id, actor_kind, actor_id, request_ip, user_agent, correlation_id, \
+             outcome, reason, identifier FROM audit_view WHERE position = 5",
+        ] {
+            sqlx::query(tamper).execute(&mut *conn).await.unwrap();
+        }
+        drop(conn);
+
+        assert_eq!(rebuild(&log, Some("audit"), |_, _| {}).await.unwrap(), 6);
+        let repaired = audit_rows(&log).await;
+        let without_rowid = |rows: &[AuditRow]| -> Vec<_> {
+            rows.iter()
+                .map(|r| (r.1, r.2.clone(), r.3.clone(), r.4.clone()))
+                .collect()
+        };
+        assert_eq!(without_rowid(&repaired), without_rowid(&right));
+        for untouched in [1, 5, 6] {
+            let rowid = |rows: &[AuditRow]| rows.iter().find(|r| r.1 == untouched).map(|r| r.0);
+            assert_eq!(rowid(&repaired), rowid(&right), "position {untouched}");
+        }
     }
 
     /// A view that cannot fold an event fails the whole rebuild, and nothing is swapped in:
