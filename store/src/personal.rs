@@ -14,7 +14,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use zeroize::Zeroize;
@@ -262,32 +266,47 @@ pub fn reveal_event(key: Option<&KeyState>, event: &mut RecordedEvent) -> Result
     let stream = event.stream.clone();
     let event_id = event.event_id;
     let reveal_fields = |text: &str, prefix: &str, names: &[&str]| -> Result<String, StoreError> {
-        let mut object: Map<String, Value> = serde_json::from_str(text).map_err(malformed)?;
-        for name in names {
-            let Some(value) = object.get_mut(*name) else {
-                continue;
-            };
-            let Value::String(sealed) = value else {
-                continue;
-            };
-            if !sealed.starts_with(PREFIX) {
-                continue;
+        // Borrowed keys and raw values: only the sealed fields are parsed and written anew,
+        // every other value's text is copied as it is (a rebuild reveals every event).
+        let object: BTreeMap<Cow<'_, str>, &RawValue> =
+            serde_json::from_str(text).map_err(malformed)?;
+        let mut revealed = Vec::with_capacity(text.len());
+        revealed.push(b'{');
+        for (n, (name, raw)) in object.iter().enumerate() {
+            if n > 0 {
+                revealed.push(b',');
             }
-            let field = format!("{prefix}.{name}");
+            serde_json::to_writer(&mut revealed, name).map_err(malformed)?;
+            revealed.push(b':');
+            let sealed = match names.iter().find(|field| **field == name.as_ref()) {
+                Some(field) if raw.get().starts_with('"') => {
+                    let value: Cow<'_, str> = serde_json::from_str(raw.get()).map_err(malformed)?;
+                    value.starts_with(PREFIX).then_some((*field, value))
+                }
+                _ => None,
+            };
+            let Some((field_name, sealed)) = sealed else {
+                revealed.extend_from_slice(raw.get().as_bytes());
+                continue;
+            };
+            let field = format!("{prefix}.{field_name}");
             let at = FieldAt {
                 stream: &stream,
                 event_id,
                 field: &field,
             };
-            *value = match key {
-                KeyState::Live(key) => Value::String(key.open(&at, sealed)?),
-                KeyState::Erased if REQUIRED_TEXT_FIELDS.contains(name) => {
+            let value = match key {
+                KeyState::Live(key) => Value::String(key.open(&at, &sealed)?),
+                KeyState::Erased if REQUIRED_TEXT_FIELDS.contains(&field_name) => {
                     Value::String(ERASED_TEXT.into())
                 }
                 KeyState::Erased => Value::Null,
             };
+            serde_json::to_writer(&mut revealed, &value).map_err(malformed)?;
         }
-        serde_json::to_string(&object).map_err(malformed)
+        revealed.push(b'}');
+        String::from_utf8(revealed)
+            .map_err(|e| StoreError::Corrupt(format!("event at position {}: {e}", event.position)))
     };
     if event.payload.contains(PREFIX) {
         event.payload = reveal_fields(&event.payload, "payload", PAYLOAD_FIELDS)?;
@@ -375,6 +394,27 @@ mod tests {
         reveal_event(Some(&KeyState::Live(key)), &mut recorded).unwrap();
         assert_eq!(recorded.payload_json().unwrap(), plain.payload);
         assert_eq!(recorded.metadata().unwrap(), plain.metadata);
+    }
+
+    /// Revealing copies every value that is not sealed as it was stored: numbers, nested
+    /// values, escapes, and a personal field that is not sealed text.
+    #[test]
+    fn revealing_keeps_every_other_value_as_stored() {
+        let key = DataKey::generate();
+        let mut plain = new_event();
+        plain.payload = json!({
+            "username": "ada \"the first\" \u{e9}",
+            "identifier": 42,
+            "count": 1.5e3,
+            "nested": { "a": [1, "x\"y", null], "b": { "c": true } },
+            "note": "line\nbreak \u{1F600}",
+        });
+        let mut event = plain.clone();
+        seal_event(&key, &stream(), &mut event).unwrap();
+        let mut recorded = stored(&event, stream());
+        assert!(!recorded.payload.contains("the first"));
+        reveal_event(Some(&KeyState::Live(key)), &mut recorded).unwrap();
+        assert_eq!(recorded.payload_json().unwrap(), plain.payload);
     }
 
     #[test]
