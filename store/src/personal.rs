@@ -9,14 +9,14 @@
 //! Which fields are personal is part of the log format, so it is fixed here: the log's shape
 //! is this crate's to define, and the domain's field names never change once shipped.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
