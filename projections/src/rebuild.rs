@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use keyledger_store::{Backend, EventLog, RecordedEvent};
+use keyledger_store::{Backend, EventFilter, EventLog, RecordedEvent};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Connection, Row};
 
@@ -91,12 +91,20 @@ async fn fold_together(
     let Some(from) = fresh.iter().map(|f| f.position).min() else {
         return Ok(fresh);
     };
+    // Only what some view folds: rebuilding a view of a few event types alone then reads
+    // those, not the whole log. With the audit view among them, that is every event.
+    let Some(filter) = fresh
+        .iter()
+        .map(|f| f.view.folds())
+        .reduce(EventFilter::union)
+    else {
+        return Ok(fresh);
+    };
+    let filter = Arc::new(filter);
     let read = |after: u64| {
-        let want = u32::try_from(to.saturating_sub(after))
-            .unwrap_or(BATCH)
-            .min(BATCH);
         let log = log.clone();
-        tokio::spawn(async move { log.read_all_revealed(after, want).await })
+        let filter = Arc::clone(&filter);
+        tokio::spawn(async move { log.read_selected_revealed(after, to, BATCH, &filter).await })
     };
     let mut events = if from < to {
         finished(read(from).await)??
@@ -132,6 +140,11 @@ async fn fold_together(
             Some(next) => finished(next.await)??,
             None => Vec::new(),
         };
+    }
+    // Every event up to `to` that a view folds is in it, even where the last of them is
+    // earlier: the view stands at `to`.
+    for view in &mut fresh {
+        view.position = view.position.max(to);
     }
     Ok(fresh)
 }
@@ -290,7 +303,8 @@ impl Fresh {
             .ok_or_else(|| ProjectionError::FoldTask("the fold lost its view".into()))
     }
 
-    /// Folds events after `self.position` up to `to` inside the caller's transaction.
+    /// Folds the events the view folds after `from` up to `to` inside the caller's
+    /// transaction. Returns where the view then stands.
     async fn fold_in<P: Projection>(
         projection: &P,
         conn: &mut AnyConnection,
@@ -298,17 +312,17 @@ impl Fresh {
         from: u64,
         to: u64,
     ) -> Result<u64, ProjectionError> {
+        let filter = projection.folds();
         let mut at = from;
         while at < to {
-            let want = u32::try_from(to - at).unwrap_or(BATCH).min(BATCH);
-            let events = log.read_all_revealed(at, want).await?;
+            let events = log.read_selected_revealed(at, to, BATCH, &filter).await?;
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
             projection.apply(conn, &events).await?;
             at = last;
         }
-        Ok(at)
+        Ok(from.max(to))
     }
 
     async fn close(mut self) -> Result<(), ProjectionError> {
@@ -716,6 +730,46 @@ mod tests {
             let rowid = |rows: &[AuditRow]| rows.iter().find(|r| r.1 == untouched).map(|r| r.0);
             assert_eq!(rowid(&repaired), rowid(&right), "position {untouched}");
         }
+    }
+
+    /// A view rebuilt alone reads only the events it folds: a damaged event of another kind
+    /// does not stop it (it stops a view that folds every event), and it stands at the log's
+    /// head although its own last event is older.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_view_rebuilt_alone_reads_only_the_events_it_folds() {
+        use cqrs_es::DomainEvent;
+        use keyledger_domain::user::{TotpAdded, UserEvent};
+
+        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
+            .await
+            .unwrap();
+        migrate_all(&log).await.unwrap();
+        let totp = UserEvent::TotpAdded(TotpAdded {
+            step: 1,
+            at: Utc::now(),
+        });
+        let payload = serde_json::to_value(&totp).unwrap()["data"].clone();
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 1})).await;
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 2})).await;
+        append(&log, "user", &totp.event_type(), payload).await;
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 4})).await;
+        append(&log, "thing", "thing.happened", serde_json::json!({"n": 5})).await;
+        let mut conn = log.database().pool().acquire().await.unwrap();
+        sqlx::query("UPDATE events SET event_id = 'damaged' WHERE position = 2")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+
+        assert!(rebuild(&log, Some("audit"), |_, _| {}).await.is_err());
+        assert_eq!(rebuild(&log, Some("mfa"), |_, _| {}).await.unwrap(), 5);
+        let checkpoints = checkpoint::read_all(&mut conn).await.unwrap();
+        assert_eq!(checkpoints.get("mfa"), Some(&5), "{checkpoints:?}");
+        let totp_rows: i64 = sqlx::query("SELECT COUNT(*) FROM mfa_view WHERE totp = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(totp_rows, 1);
     }
 
     /// A view that cannot fold an event fails the whole rebuild, and nothing is swapped in:

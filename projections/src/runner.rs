@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use keyledger_store::{EventLog, RecordedEvent};
+use keyledger_store::{EventFilter, EventLog, RecordedEvent};
 use sqlx::{AnyConnection, Connection};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -45,6 +45,11 @@ pub trait Projection: Send + Sync + 'static {
     /// that lists none is rebuilt in place (emptied, then folded again).
     fn tables(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// The events the view folds. `apply` must ignore every other event: a rebuild of the
+    /// view alone reads only these (and a shared read may still pass it the others).
+    fn folds(&self) -> EventFilter {
+        EventFilter::All
     }
     /// Folds a batch of events, in log order, into the view inside the runner's transaction.
     /// A batch (rather than one event at a time) lets a view write each row once.

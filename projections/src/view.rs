@@ -1,7 +1,7 @@
 //! Any one of the views as one type, so that views of different types can share one read of
 //! the log (the live follower and the rebuild both fold a batch into every view).
 
-use keyledger_store::RecordedEvent;
+use keyledger_store::{EventFilter, RecordedEvent};
 use sqlx::AnyConnection;
 
 use crate::error::ProjectionError;
@@ -59,6 +59,16 @@ impl Projection for View {
             View::Mfa(v) => v.tables(),
             View::Subscriptions(v) => v.tables(),
             View::Applications(v) => v.tables(),
+        }
+    }
+
+    fn folds(&self) -> EventFilter {
+        match self {
+            View::Users(v) => v.folds(),
+            View::Audit(v) => v.folds(),
+            View::Mfa(v) => v.folds(),
+            View::Subscriptions(v) => v.folds(),
+            View::Applications(v) => v.folds(),
         }
     }
 

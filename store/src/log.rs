@@ -26,7 +26,9 @@ use tokio::task::AbortHandle;
 
 use crate::database::{Backend, Database};
 use crate::error::{AppendError, StoreError};
-use crate::model::{AppendRequest, Appended, ChainHead, ClaimKey, RecordedEvent, StreamId};
+use crate::model::{
+    AppendRequest, Appended, ChainHead, ClaimKey, EventFilter, RecordedEvent, StreamId,
+};
 use crate::personal::{self, KeyState};
 use plan::PreparedRequest;
 use writer::Job;
@@ -173,6 +175,32 @@ impl EventLog {
         limit: u32,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let events = self.read_all(after, limit).await?;
+        self.reveal(events).await
+    }
+
+    /// Up to `limit` events after `after` and up to `to` that `filter` selects, oldest first,
+    /// revealed: what a rebuild of some views reads, skipping the events none of them folds.
+    pub async fn read_selected_revealed(
+        &self,
+        after: u64,
+        to: u64,
+        limit: u32,
+        filter: &EventFilter,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let events = match filter {
+            EventFilter::All => {
+                let limit = u32::try_from(to.saturating_sub(after))
+                    .unwrap_or(limit)
+                    .min(limit);
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                self.read_all(after, limit).await?
+            }
+            EventFilter::Only(classes) => {
+                sql::read_selected(self.inner.db.pool(), after, to, limit, classes).await?
+            }
+        };
         self.reveal(events).await
     }
 

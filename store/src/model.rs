@@ -229,6 +229,57 @@ impl RecordedEvent {
     }
 }
 
+/// A class of events a reader folds: those of one stream kind whose type starts with one of
+/// `type_prefixes`, or any type when there are none. A view names the classes it folds, so
+/// that a rebuild of that view alone reads and reveals only those events, not the whole log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventClass {
+    pub stream_kind: &'static str,
+    pub type_prefixes: &'static [&'static str],
+}
+
+impl EventClass {
+    pub fn contains(&self, event: &RecordedEvent) -> bool {
+        event.stream.kind == self.stream_kind
+            && (self.type_prefixes.is_empty()
+                || self
+                    .type_prefixes
+                    .iter()
+                    .any(|prefix| event.event_type.starts_with(prefix)))
+    }
+}
+
+/// The events a reader folds: every one, or only those of some [`EventClass`]es.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventFilter {
+    All,
+    Only(Vec<EventClass>),
+}
+
+impl EventFilter {
+    pub fn contains(&self, event: &RecordedEvent) -> bool {
+        match self {
+            EventFilter::All => true,
+            EventFilter::Only(classes) => classes.iter().any(|class| class.contains(event)),
+        }
+    }
+
+    /// What either filter selects: what several readers sharing one read need.
+    pub fn union(self, other: EventFilter) -> EventFilter {
+        match (self, other) {
+            (EventFilter::Only(mut classes), EventFilter::Only(more)) => {
+                for class in more {
+                    if !classes.contains(&class) {
+                        classes.push(class);
+                    }
+                }
+                EventFilter::Only(classes)
+            }
+            _ => EventFilter::All,
+        }
+    }
+}
+
 /// The newest event's position and hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChainHead {

@@ -16,8 +16,8 @@ use keyledger_store::chain::{
 use keyledger_store::testing::{fresh_postgres_url, fresh_sqlite_url};
 use keyledger_store::{
     Actor, ActorKind, AppendError, AppendRequest, Appended, Backend, ChainHead, ClaimChange,
-    ClaimKey, Database, EventLog, EventMetadata, ExpectedVersion, NewEvent, NewSession,
-    SecretWrite, SessionStore, StreamId,
+    ClaimKey, Database, EventClass, EventFilter, EventLog, EventMetadata, ExpectedVersion,
+    NewEvent, NewSession, RecordedEvent, SecretWrite, SessionStore, StreamId,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -1478,6 +1478,93 @@ async fn an_erased_subject_reveals_nothing_and_takes_no_more_events(db_url: Stri
     log.append(cleanup).await.unwrap();
 }
 
+async fn a_selected_read_returns_the_events_of_its_classes_in_log_order(db_url: String) {
+    let log = open(&db_url).await;
+    let ada = stream("user", "0190a0b4-0000-7000-8000-00000000ada2");
+    let app = stream("application", "0190a0b4-0000-7000-8000-0000000000a1");
+    let other = stream("other", "1");
+    let typed = |event_type: &str, payload: serde_json::Value| NewEvent {
+        event_type: event_type.into(),
+        ..personal_event(payload)
+    };
+    let appends = [
+        (&ada, typed("user.created", json!({"username": "AdaL"}))),
+        (&app, typed("application.created", json!({"n": 1}))),
+        (&other, typed("other.thing", json!({"n": 2}))),
+        (&ada, typed("user.totp.added", json!({"n": 3}))),
+        // `_` in a prefix is a character, not a wildcard.
+        (&ada, typed("user.mfaXrequirement.changed", json!({"n": 4}))),
+        (&ada, typed("user.mfa_requirement.changed", json!({"n": 5}))),
+        (&app, typed("application.renamed", json!({"n": 6}))),
+        (
+            &ada,
+            typed("user.email.changed", json!({"email": "ada@example.com"})),
+        ),
+    ];
+    for (stream, event) in appends {
+        log.append(append_request(stream, ExpectedVersion::Any, vec![event]))
+            .await
+            .unwrap();
+    }
+    let filter = EventFilter::Only(vec![
+        EventClass {
+            stream_kind: "user",
+            type_prefixes: &["user.totp.", "user.mfa_requirement.", "user.email."],
+        },
+        EventClass {
+            stream_kind: "application",
+            type_prefixes: &[],
+        },
+    ]);
+    let positions =
+        |events: &[RecordedEvent]| events.iter().map(|e| e.position).collect::<Vec<_>>();
+
+    let selected = log
+        .read_selected_revealed(0, 8, 100, &filter)
+        .await
+        .unwrap();
+    assert_eq!(positions(&selected), [2, 4, 6, 7, 8]);
+    // The filter's own test of an event agrees with the database's.
+    let everything = log.read_all_revealed(0, 100).await.unwrap();
+    let kept: Vec<_> = everything
+        .iter()
+        .filter(|e| filter.contains(e))
+        .cloned()
+        .collect();
+    assert_eq!(selected, kept);
+    assert_eq!(
+        selected[4].payload_json().unwrap()["email"],
+        "ada@example.com"
+    );
+
+    // Bounded by `after`, `to` and `limit`.
+    let page = log
+        .read_selected_revealed(2, 7, 100, &filter)
+        .await
+        .unwrap();
+    assert_eq!(positions(&page), [4, 6, 7]);
+    let page = log.read_selected_revealed(0, 8, 2, &filter).await.unwrap();
+    assert_eq!(positions(&page), [2, 4]);
+    assert!(
+        log.read_selected_revealed(8, 8, 100, &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        log.read_selected_revealed(0, 8, 100, &EventFilter::Only(vec![]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let all = log
+        .read_selected_revealed(1, 5, 100, &EventFilter::All)
+        .await
+        .unwrap();
+    assert_eq!(positions(&all), [2, 3, 4, 5]);
+    assert_eq!(all, everything[1..5]);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -1519,6 +1606,7 @@ conformance!(
     a_ceremony_is_taken_once_and_not_after_it_expires,
     a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,
     an_erased_subject_reveals_nothing_and_takes_no_more_events,
+    a_selected_read_returns_the_events_of_its_classes_in_log_order,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

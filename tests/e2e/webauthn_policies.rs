@@ -366,6 +366,7 @@ async fn an_admin_creates_applications_and_sets_their_workflow_overrides(backend
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(events(&app, "application.created").await.len(), 1);
+    app.assert_rebuilt_views_match().await;
 }
 
 async fn an_application_turns_workflows_on_or_off_for_its_own_logins(backend: Backend) {

@@ -588,6 +588,7 @@ async fn a_resync_delivers_again_from_the_position_given() {
         .await;
     assert_eq!(beyond.status, StatusCode::BAD_REQUEST);
     assert_eq!(beyond.json()["code"], "invalid_position");
+    app.assert_rebuilt_views_match().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -803,6 +804,7 @@ async fn subscriptions_are_managed_through_events_and_bad_input_is_refused() {
             "webhook.subscription.deleted",
         ]
     );
+    app.assert_rebuilt_views_match().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use keyledger_domain::application::{ApplicationEvent, WorkflowOverride};
-use keyledger_store::{Database, RecordedEvent};
+use keyledger_store::{Database, EventClass, EventFilter, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -13,6 +13,11 @@ use crate::runner::Projection;
 
 pub const NAME: &str = "applications";
 pub const STREAM_KIND: &str = "application";
+
+const FOLDS: EventClass = EventClass {
+    stream_kind: STREAM_KIND,
+    type_prefixes: &[],
+};
 
 pub struct ApplicationsView;
 
@@ -84,6 +89,10 @@ impl Projection for ApplicationsView {
         &["applications_view"]
     }
 
+    fn folds(&self) -> EventFilter {
+        EventFilter::Only(vec![FOLDS])
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS applications_view (\
@@ -115,7 +124,7 @@ impl Projection for ApplicationsView {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // Applications change rarely: one statement per event is plenty.
-        for event in events.iter().filter(|e| e.stream.kind == STREAM_KIND) {
+        for event in events.iter().filter(|e| FOLDS.contains(e)) {
             match decode::<ApplicationEvent>(event)? {
                 ApplicationEvent::Created(e) => {
                     sqlx::query(

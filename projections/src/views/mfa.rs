@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use keyledger_domain::mfa::{CredentialKind, MfaRequirement};
 use keyledger_domain::user::UserEvent;
-use keyledger_store::{Database, RecordedEvent};
+use keyledger_store::{Database, EventClass, EventFilter, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -15,6 +15,16 @@ use crate::error::ProjectionError;
 use crate::runner::Projection;
 
 pub const NAME: &str = "mfa";
+
+/// The events that can change a user's MFA row.
+const FOLDS: EventClass = EventClass {
+    stream_kind: "user",
+    type_prefixes: &[
+        "user.webauthn.",
+        "user.totp.",
+        "user.mfa_requirement.changed",
+    ],
+};
 
 pub struct MfaView;
 
@@ -193,6 +203,10 @@ impl Projection for MfaView {
         &["mfa_view"]
     }
 
+    fn folds(&self) -> EventFilter {
+        EventFilter::Only(vec![FOLDS])
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS mfa_view (\
@@ -218,12 +232,7 @@ impl Projection for MfaView {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
-        for event in events.iter().filter(|e| {
-            e.stream.kind == "user"
-                && (e.event_type.starts_with("user.webauthn.")
-                    || e.event_type.starts_with("user.totp.")
-                    || e.event_type == "user.mfa_requirement.changed")
-        }) {
+        for event in events.iter().filter(|e| FOLDS.contains(e)) {
             let user_event = decode::<UserEvent>(event)?;
             if concerns_mfa(&user_event) {
                 decoded.push((event.stream.id.clone(), user_event));
@@ -325,6 +334,15 @@ mod tests {
                 at: at(4),
             }),
         ] {
+            // Each is among the events the view declares it folds, or `apply` never sees it.
+            let event_type = cqrs_es::DomainEvent::event_type(&event);
+            assert!(
+                FOLDS
+                    .type_prefixes
+                    .iter()
+                    .any(|p| event_type.starts_with(p)),
+                "{event_type}"
+            );
             fold(&mut row, &event);
         }
         assert_eq!(row.security_keys, 1);

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use keyledger_domain::user::{LoginFailureReason, UserEvent};
-use keyledger_store::{Database, RecordedEvent};
+use keyledger_store::{Database, EventClass, EventFilter, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -14,6 +14,12 @@ use crate::error::ProjectionError;
 use crate::runner::Projection;
 
 pub const NAME: &str = "users";
+
+/// Every event of a user's stream; no other stream changes a user's row.
+const FOLDS: EventClass = EventClass {
+    stream_kind: "user",
+    type_prefixes: &[],
+};
 
 pub struct UsersView;
 
@@ -263,6 +269,10 @@ impl Projection for UsersView {
         &["users_view"]
     }
 
+    fn folds(&self) -> EventFilter {
+        EventFilter::Only(vec![FOLDS])
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS users_view (\
@@ -297,7 +307,7 @@ impl Projection for UsersView {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
-        for event in events.iter().filter(|e| e.stream.kind == "user") {
+        for event in events.iter().filter(|e| FOLDS.contains(e)) {
             decoded.push((
                 event.stream.id.as_str(),
                 decode::<UserEvent>(event)?,

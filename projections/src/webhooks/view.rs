@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use keyledger_domain::webhook::{DisableReason, EventTypePatterns, WebhookSubscriptionEvent};
-use keyledger_store::{Database, RecordedEvent};
+use keyledger_store::{Database, EventClass, EventFilter, RecordedEvent};
 use sqlx::{AnyConnection, Row, any::AnyRow};
 use uuid::Uuid;
 
@@ -14,6 +14,11 @@ use crate::runner::Projection;
 use crate::views::{decode, from_micros, micros};
 
 pub const NAME: &str = "webhook_subscriptions";
+
+const FOLDS: EventClass = EventClass {
+    stream_kind: "webhook_subscription",
+    type_prefixes: &[],
+};
 
 pub struct SubscriptionsView;
 
@@ -193,6 +198,10 @@ impl Projection for SubscriptionsView {
         &["webhook_subscriptions_view", "webhook_redeliveries_view"]
     }
 
+    fn folds(&self) -> EventFilter {
+        EventFilter::Only(vec![FOLDS])
+    }
+
     async fn migrate(&self, conn: &mut AnyConnection) -> Result<(), ProjectionError> {
         for ddl in [
             "CREATE TABLE IF NOT EXISTS webhook_subscriptions_view (\
@@ -231,10 +240,7 @@ impl Projection for SubscriptionsView {
         events: &[RecordedEvent],
     ) -> Result<(), ProjectionError> {
         // Subscription changes are rare next to logins: one statement per event is plenty.
-        for event in events
-            .iter()
-            .filter(|e| e.stream.kind == "webhook_subscription")
-        {
+        for event in events.iter().filter(|e| FOLDS.contains(e)) {
             fold(conn, event, decode(event)?).await?;
         }
         Ok(())

@@ -15,7 +15,7 @@ use super::plan::{SecretState, StoredEvent};
 use super::script::{Marks, Statement};
 use crate::codec::{get_hash, get_time, get_u32, get_u64, get_uuid, micros, to_i64};
 use crate::error::StoreError;
-use crate::model::{ChainHead, ClaimKey, RecordedEvent, StreamId};
+use crate::model::{ChainHead, ClaimKey, EventClass, RecordedEvent, StreamId};
 
 const EVENT_COLUMNS: &str = "position, event_id, tenant_id, stream_kind, stream_id, \
     stream_version, event_type, schema_version, recorded_at, payload, metadata, prev_hash, hash";
@@ -163,6 +163,65 @@ pub(super) async fn read_all(
     );
     sqlx::query(&sql)
         .bind(to_i64(after)?)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(decode_event)
+        .collect()
+}
+
+/// Up to `limit` events after `after` and up to `to` of the given classes, oldest first.
+/// Prefixes are compared with `substr`, not `LIKE`, in which `_` would match any character.
+/// The stream kind is compared as `stream_kind || ''` so that no planner reads it through the
+/// stream index: for a kind that most events have (`user`), each page would then go through
+/// all of that kind's entries and sort them, a rebuild quadratic in the log's length. Pages
+/// follow the position instead, whose scan stops at `limit` matches.
+pub(super) async fn read_selected(
+    pool: &AnyPool,
+    after: u64,
+    to: u64,
+    limit: u32,
+    classes: &[EventClass],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    if classes.is_empty() || after >= to {
+        return Ok(Vec::new());
+    }
+    let mut sql =
+        format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND position <= $2 AND (");
+    let mut n = 2;
+    for (i, class) in classes.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" OR ");
+        }
+        n += 1;
+        let _ = write!(sql, "((stream_kind || '') = ${n}");
+        if !class.type_prefixes.is_empty() {
+            sql.push_str(" AND (");
+            for (j, prefix) in class.type_prefixes.iter().enumerate() {
+                if j > 0 {
+                    sql.push_str(" OR ");
+                }
+                n += 1;
+                let _ = write!(
+                    sql,
+                    "substr(event_type, 1, {}) = ${n}",
+                    prefix.chars().count()
+                );
+            }
+            sql.push(')');
+        }
+        sql.push(')');
+    }
+    let _ = write!(sql, ") ORDER BY position LIMIT ${}", n + 1);
+    let mut query = sqlx::query(&sql).bind(to_i64(after)?).bind(to_i64(to)?);
+    for class in classes {
+        query = query.bind(class.stream_kind);
+        for prefix in class.type_prefixes {
+            query = query.bind(*prefix);
+        }
+    }
+    query
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?
