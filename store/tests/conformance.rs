@@ -296,6 +296,41 @@ async fn racing_writers_at_one_version_let_exactly_one_win(db_url: String) {
     }
 }
 
+/// Group commit: appends from many requests at once share commits, so throughput is not one
+/// commit per request. `log_writer.batches` counts the writer's commits.
+async fn concurrent_appends_share_commits(db_url: String) {
+    let log = open(&db_url).await;
+    let batches = |log: EventLog| async move {
+        let mut conn = log.database().pool().acquire().await.unwrap();
+        sqlx::query("SELECT batches FROM log_writer WHERE id = 1")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    let before = batches(log.clone()).await;
+    const REQUESTS: usize = 64;
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(REQUESTS));
+    let tasks: Vec<_> = (0..REQUESTS)
+        .map(|n| {
+            let (log, start) = (log.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                let s = stream("account", &format!("grouped-{n}"));
+                log.append(one(&s, ExpectedVersion::NoStream)).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(count_events(&log).await, REQUESTS as i64);
+    let commits = batches(log.clone()).await - before;
+    // One commit per request would be 64; arriving together, they wait for at most the
+    // commit in flight and go in the next one or two.
+    assert!(commits <= 16, "{REQUESTS} requests took {commits} commits");
+}
+
 /// T-ES-03, sequentially and concurrently.
 async fn an_event_id_is_appended_once_and_a_different_body_conflicts(db_url: String) {
     let log = open(&db_url).await;
@@ -1590,6 +1625,7 @@ conformance!(
     appended_events_read_back_exactly_and_chain_from_genesis,
     expected_version_conflicts_report_the_actual_version,
     racing_writers_at_one_version_let_exactly_one_win,
+    concurrent_appends_share_commits,
     an_event_id_is_appended_once_and_a_different_body_conflicts,
     racing_reservations_of_one_key_let_exactly_one_stream_win,
     a_released_key_can_be_reserved_by_another_stream,

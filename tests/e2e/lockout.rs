@@ -51,6 +51,14 @@ async fn failed_logins_lock_the_account_until_an_admin_unlocks_it(backend: Backe
         .json();
     assert_eq!(locked_only["items"].as_array().unwrap().len(), 1);
 
+    // A prefix is matched as written: no wildcards, no case folding (SQLite's `LIKE` had both).
+    for other in ["USER.", "user_login.*", "u%25."] {
+        let none = app
+            .admin_read(&format!("/api/v1/audit?user_id={id}&type={other}"), head)
+            .await;
+        assert_eq!(none.status, StatusCode::OK, "{}", none.text());
+        assert_eq!(none.json()["items"], serde_json::json!([]), "{other}");
+    }
     let audit = app
         .admin_read(&format!("/api/v1/audit?user_id={id}&type=user."), head)
         .await
@@ -135,6 +143,22 @@ async fn fifty_parallel_wrong_passwords_lock_once_and_record_fifty_failures(back
         1,
         "locked exactly once"
     );
+    // At the policy's tenth wrong password (the default), not later: the other 40 found the
+    // account locked.
+    let locked_at = locks["items"][0]["position"].as_u64().unwrap();
+    let failures = failures["items"].as_array().unwrap();
+    let wrong: Vec<u64> = failures
+        .iter()
+        .filter(|f| f["reason"] == "bad_password")
+        .map(|f| f["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(wrong.len(), 10, "{failures:?}");
+    assert!(
+        wrong.iter().all(|p| *p < locked_at),
+        "{wrong:?} {locked_at}"
+    );
+    let refused_while_locked = failures.iter().filter(|f| f["reason"] == "locked");
+    assert_eq!(refused_while_locked.count(), 40, "{failures:?}");
     let user = app
         .admin_read(&format!("/api/v1/users/{id}"), head)
         .await

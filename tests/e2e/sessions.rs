@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{BIN, Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 
@@ -32,12 +32,25 @@ async fn locking_an_account_ends_its_sessions(backend: Backend) {
         json!({ "enabled": true, "max_failures": 2, "window_seconds": 600, "lock_seconds": 3600 }),
     )
     .await;
-    app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let created = app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let id = created.json()["user"]["id"].as_str().unwrap().to_owned();
     let session = token(&app, "ada").await;
     assert_eq!(me(&app, &session).await, StatusCode::OK);
     app.login("ada", "wrong-password-guess").await;
     app.login("ada", "wrong-password-guess").await;
     assert_eq!(me(&app, &session).await, StatusCode::UNAUTHORIZED);
+    // Ended, not only refused while locked: an unlock does not bring it back.
+    let unlocked = app
+        .admin(Method::POST, &format!("/api/v1/users/{id}/unlock"), None)
+        .await;
+    assert_eq!(unlocked.status, StatusCode::OK, "{}", unlocked.text());
+    let user = app
+        .admin_read(&format!("/api/v1/users/{id}"), unlocked.position())
+        .await;
+    assert_eq!(user.json()["locked_until"], Value::Null, "{}", user.text());
+    assert_eq!(me(&app, &session).await, StatusCode::UNAUTHORIZED);
+    let fresh = token(&app, "ada").await;
+    assert_eq!(me(&app, &fresh).await, StatusCode::OK);
 }
 
 async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend) {

@@ -56,8 +56,8 @@ impl AuditView {
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRow>, ProjectionError> {
         let (exact, prefix) = match filter.event_type.as_deref() {
-            Some(t) if t.ends_with(".*") => (None, Some(format!("{}%", &t[..t.len() - 1]))),
-            Some(t) if t.ends_with('.') => (None, Some(format!("{t}%"))),
+            Some(t) if t.ends_with(".*") => (None, Some(t[..t.len() - 1].to_owned())),
+            Some(t) if t.ends_with('.') => (None, Some(t.to_owned())),
             Some(t) => (Some(t.to_owned()), None),
             None => (None, None),
         };
@@ -76,7 +76,12 @@ impl AuditView {
             select.and("event_type = ?", [Param::Text(exact)]);
         }
         if let Some(prefix) = prefix {
-            select.and("event_type LIKE ?", [Param::Text(prefix)]);
+            // Not `LIKE`: `_` and `%` would be wildcards, and SQLite's `LIKE` ignores case.
+            let length = prefix.chars().count();
+            select.and(
+                &format!("substr(event_type, 1, {length}) = ?"),
+                [Param::Text(prefix)],
+            );
         }
         if let Some(from) = filter.from {
             select.and("recorded_at >= ?", [Param::Int(micros(from))]);
