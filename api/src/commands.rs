@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::RequestContext;
-use crate::metrics::Metrics;
 use crate::routes::Written;
 use crate::state::AppState;
 
@@ -168,7 +167,6 @@ pub async fn propose_password(
         .judge(&facts, has_second_factor)
         .is_ok()
     {
-        Metrics::inc(&state.metrics.password_hashes);
         Some(
             state
                 .passwords

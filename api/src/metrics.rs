@@ -3,12 +3,12 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::passwords::PasswordHasher;
+
 #[derive(Default)]
 pub struct Metrics {
     pub logins_succeeded: AtomicU64,
     pub logins_failed: AtomicU64,
-    pub password_verifications: AtomicU64,
-    pub password_hashes: AtomicU64,
     pub responses_2xx: AtomicU64,
     pub responses_4xx: AtomicU64,
     pub responses_5xx: AtomicU64,
@@ -28,7 +28,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, log_head: u64, views_position: u64) -> String {
+    /// The counters, the password hasher's work, and the log's and views' positions.
+    pub fn render(&self, passwords: &PasswordHasher, log_head: u64, views_position: u64) -> String {
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -50,12 +51,12 @@ impl Metrics {
         counter(
             "keyledger_password_verifications_total",
             "argon2 verifications run (including against the dummy hash).",
-            get(&self.password_verifications),
+            passwords.verifications(),
         );
         counter(
             "keyledger_password_hashes_total",
             "argon2 hashes computed for new passwords.",
-            get(&self.password_hashes),
+            passwords.hashes(),
         );
         for (class, c) in [
             ("2xx", &self.responses_2xx),

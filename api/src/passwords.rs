@@ -9,6 +9,7 @@
 //! takes the next queued job at once.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -81,6 +82,16 @@ pub struct PasswordHasher {
     jobs: mpsc::Sender<Job>,
     /// Verified against when the user is unknown, so that an unknown user costs the same time.
     dummy_hash: Arc<String>,
+    /// The argon2 work done, counted where it is done (for `/metrics`, and for tests that an
+    /// unknown user costs a verification too).
+    work: Arc<HashingWork>,
+}
+
+/// Counts of argon2 operations run by a [`PasswordHasher`].
+#[derive(Debug, Default)]
+struct HashingWork {
+    verifications: AtomicU64,
+    hashes: AtomicU64,
 }
 
 impl PasswordHasher {
@@ -100,7 +111,18 @@ impl PasswordHasher {
             config,
             jobs,
             dummy_hash: Arc::new(dummy),
+            work: Arc::default(),
         })
+    }
+
+    /// argon2 verifications run so far, those against the dummy hash included.
+    pub fn verifications(&self) -> u64 {
+        self.work.verifications.load(Ordering::Relaxed)
+    }
+
+    /// argon2 hashes of new passwords computed so far.
+    pub fn hashes(&self) -> u64 {
+        self.work.hashes.load(Ordering::Relaxed)
     }
 
     pub fn params(&self) -> HashParams {
@@ -110,7 +132,13 @@ impl PasswordHasher {
     /// Hashes an already-normalised password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, HashingError> {
         let config = self.config;
-        self.run(move |_| hash_now(&config, &password)).await?
+        let work = Arc::clone(&self.work);
+        self.run(move |_| {
+            let hashed = hash_now(&config, &password);
+            work.hashes.fetch_add(1, Ordering::Relaxed);
+            hashed
+        })
+        .await?
     }
 
     /// Verifies against `stored`, or against the dummy hash when there is none (the answer is
@@ -123,12 +151,15 @@ impl PasswordHasher {
         let config = self.config;
         let has_stored = stored.is_some();
         let phc = stored.unwrap_or_else(|| self.dummy_hash.as_str().to_owned());
+        let work = Arc::clone(&self.work);
         let verified = self
             .run(move |memory| {
                 let parsed =
                     PasswordHash::new(&phc).map_err(|e| HashingError::Hash(e.to_string()))?;
+                let matches = memory.verify(password.as_bytes(), &parsed);
+                work.verifications.fetch_add(1, Ordering::Relaxed);
                 Ok::<_, HashingError>(Verified {
-                    matches: memory.verify(password.as_bytes(), &parsed),
+                    matches,
                     outdated: is_outdated(&parsed, &config),
                 })
             })
@@ -362,9 +393,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_stored_hash_nothing_matches() {
+    async fn without_a_stored_hash_nothing_matches_after_the_same_work() {
         let hasher = PasswordHasher::new(cheap(), 1).unwrap();
         let verified = hasher.verify(String::new(), None).await.unwrap();
         assert!(!verified.matches);
+        // The dummy hash is really verified against: an unknown user costs what a known one
+        // does.
+        assert_eq!((hasher.verifications(), hasher.hashes()), (1, 0));
+        let stored = hasher.hash("a password".into()).await.unwrap();
+        hasher
+            .verify("a password".into(), Some(stored))
+            .await
+            .unwrap();
+        assert_eq!((hasher.verifications(), hasher.hashes()), (2, 1));
     }
 }

@@ -34,7 +34,9 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiE
     tag = "system")]
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let head = state.log.head().await?.map(|h| h.position).unwrap_or(0);
-    let mut body = state.metrics.render(head, state.progress.reached());
+    let mut body = state
+        .metrics
+        .render(&state.passwords, head, state.progress.reached());
     body.push_str(&state.delivery.metrics.render());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
