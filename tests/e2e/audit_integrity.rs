@@ -94,6 +94,53 @@ async fn assert_broken(app: &TestApp, position: u64, words: &str) {
     );
 }
 
+/// The auditor's script printed in docs/log-format.md, run as printed on a real log (no code
+/// of ours): it accepts the untouched chain and names the first modified event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_in_the_log_format_doc_checks_a_real_log() {
+    let app = app(Backend::Sqlite).await;
+    some_history(&app).await;
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/log-format.md"))
+        .unwrap();
+    let start = doc.find("```python\n").unwrap() + "```python\n".len();
+    let script = &doc[start..][..doc[start..].find("\n```").unwrap()];
+    let path = std::env::temp_dir().join(format!(
+        "keyledger-verify-chain-{}.py",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::write(&path, script).unwrap();
+    let database = app.database_url.strip_prefix("sqlite://").unwrap();
+    let run = || {
+        std::process::Command::new("python3")
+            .arg(&path)
+            .arg(database)
+            .output()
+            .unwrap()
+    };
+    let untouched = run();
+    let said = String::from_utf8_lossy(&untouched.stdout).into_owned();
+    assert!(untouched.status.success(), "{said}");
+    assert!(said.starts_with("OK: "), "{said}");
+
+    let p = victim(&app).await;
+    tamper(
+        &app,
+        &[format!(
+            "UPDATE events SET payload = replace(payload, 'bad_password', 'unknown_user') \
+             WHERE position = {p}"
+        )],
+    )
+    .await;
+    let tampered = run();
+    let said = String::from_utf8_lossy(&tampered.stdout).into_owned();
+    assert!(!tampered.status.success(), "{said}");
+    assert!(
+        said.starts_with(&format!("BROKEN at position {p}")),
+        "{said}"
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
 async fn a_modified_event_is_named_by_its_position(backend: Backend) {
     let app = app(backend).await;
     some_history(&app).await;
