@@ -73,6 +73,17 @@ async fn an_export_verifies_offline_and_a_tampered_line_is_named(backend: Backen
         out.contains("export verified against a signed checkpoint"),
         "{out}"
     );
+    // Every event id is a UUIDv7: ids sort by the time they were made.
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let ids: Vec<uuid::Uuid> = lines
+        .lines()
+        .filter_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).ok()?;
+            uuid::Uuid::parse_str(event["event_id"].as_str()?).ok()
+        })
+        .collect();
+    assert!(ids.len() >= 5, "{lines}");
+    assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
 
     // A range that ends before any checkpoint in it: verified only with one held.
     let partial = temp_file("partial.jsonl");

@@ -10,6 +10,7 @@ mod audit_history;
 mod audit_integrity;
 mod audit_rebuild;
 mod bad_input;
+mod configuration;
 mod crash;
 mod erasure;
 mod lockout;

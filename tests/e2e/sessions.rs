@@ -157,6 +157,23 @@ async fn two_nodes_on_one_postgresql_see_each_others_writes() {
     );
 }
 
+/// Two servers on one SQLite file: no notification crosses between processes there, so the
+/// second node's views follow the first node's appends by polling alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_sqlite_file_follow_each_other_by_polling() {
+    let first = app(Backend::Sqlite).await;
+    let second = TestApp::spawn_on(BIN, &first.database_url, &first.admin_token).await;
+    for (writer, reader, name) in [(&first, &second, "ada"), (&second, &first, "grace")] {
+        let created = writer.create_user(name, Some(GOOD_PASSWORD)).await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+        let id = created.json()["user"]["id"].as_str().unwrap().to_owned();
+        let read = reader
+            .admin_read(&format!("/api/v1/users/{id}"), created.position())
+            .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_the_openapi_document_are_served() {
     let app = app(Backend::Sqlite).await;
