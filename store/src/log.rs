@@ -97,6 +97,20 @@ impl EventLog {
         })
     }
 
+    /// Brings PostgreSQL's planner statistics for the secrets beside the log up to date; does
+    /// nothing on SQLite. A reader about to go through the whole log (a rebuild) calls it:
+    /// right after a bulk load the table has none, and without them the planner looks up the
+    /// subjects' data keys of each page by reading every subject's row (219 ms a page at
+    /// 250,000 users, against 6 ms once analysed).
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        if self.inner.db.backend() == Backend::Postgres {
+            sqlx::query("ANALYZE secrets")
+                .execute(self.inner.db.pool())
+                .await?;
+        }
+        Ok(())
+    }
+
     pub fn database(&self) -> &Database {
         &self.inner.db
     }
