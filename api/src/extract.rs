@@ -210,15 +210,9 @@ impl FromRequestParts<AppState> for UserSession {
             .authenticate(token_hash, now)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        // Suspension and locks revoke sessions when they happen; this read of the users view
-        // also covers a crash between that event and the revocation. (The view, not the
-        // user's stream: a stream grows with every login, a view row does not.)
-        let row =
-            keyledger_projections::UsersView::get(state.db(), session.tenant_id, session.user_id)
-                .await?;
-        if row.is_some_and(|row| row.status == "suspended" || row.is_locked_at(now)) {
-            return Err(ApiError::Unauthorized);
-        }
+        // No view is read here: a suspension, a lock or a password reset ends the user's
+        // sessions in the transaction of its event, and a session starts only with the events
+        // of a login the user's aggregate accepted, so a valid session is a usable account's.
         Ok(Self {
             user_id: session.user_id,
             tenant_id: session.tenant_id,

@@ -25,7 +25,7 @@ use crate::error::{AppendError, StoreError};
 use crate::log::EventLog;
 use crate::model::{
     AppendRequest, Appended, ClaimChange, DecidedOn, EventMetadata, ExpectedVersion, NewEvent,
-    NewSession, SecretWrite, StreamId,
+    SecretWrite, SessionChange, StreamId,
 };
 
 /// The facts a command runs under: whose tenant, when, and who asked.
@@ -45,7 +45,7 @@ pub struct CommandContext {
 pub struct SideWrites {
     pub claims: Vec<ClaimChange>,
     pub secrets: Vec<SecretWrite>,
-    pub sessions: Vec<NewSession>,
+    pub sessions: Vec<SessionChange>,
 }
 
 /// The outcome of a command that the aggregate accepted.

@@ -121,8 +121,19 @@ pub struct SecretWrite {
     pub value: Option<String>,
 }
 
-/// A login session to start in the same transaction as the events that record the login, so
-/// that no session exists without its recorded login (see [`crate::sessions`]).
+/// A change to login sessions that commits with the events that cause it, or not at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A login's session: no session exists without its recorded login.
+    Start(NewSession),
+    /// Every unrevoked session of the user ends at `at`: a suspension, a lock or a password
+    /// reset. In the events' transaction, no crash between the event and the revocation can
+    /// leave a session alive, to outlive a later reactivation or unlock.
+    EndAll { user_id: Uuid, at: DateTime<Utc> },
+}
+
+/// A login session to start in the same transaction as the events that record the login (see
+/// [`crate::sessions`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewSession {
     /// SHA-256 of the bearer token; the token itself is never stored.
@@ -155,8 +166,8 @@ pub struct AppendRequest {
     pub claims: Vec<ClaimChange>,
     /// Secrets owned by `stream`.
     pub secrets: Vec<SecretWrite>,
-    /// Sessions started if, and only if, the events are written.
-    pub sessions: Vec<NewSession>,
+    /// Sessions started or ended if, and only if, the events are written, in this order.
+    pub sessions: Vec<SessionChange>,
     /// Other streams whose state the decision read: the append stands only if each is still
     /// at the version read.
     pub decided_on: Vec<DecidedOn>,

@@ -1,9 +1,10 @@
 //! Login sessions.
 //!
 //! A session is short-lived state, not history: it lives in a table, not in the log (the log
-//! records the login itself). A password login's session is written by the log's writer in
-//! the transaction of the login's events ([`crate::AppendRequest::sessions`]). Tokens are never stored, only their SHA-256, so a copy of the
-//! table cannot be replayed as cookies.
+//! records the login itself). A login's session is started, and a suspension's or a lock's
+//! revocation made, by the log's writer in the transaction of the events that cause them
+//! ([`crate::AppendRequest::sessions`]). Tokens are never stored, only their SHA-256, so a copy
+//! of the table cannot be replayed as cookies.
 //!
 //! A session is valid while it is not revoked and `now` is before both its idle expiry and
 //! its absolute expiry. Each successful authentication slides the idle expiry to
@@ -17,7 +18,7 @@ use crate::codec::{get_time, get_uuid, micros};
 use crate::database::Database;
 use crate::error::StoreError;
 use crate::log::script::{Marks, Statement};
-use crate::model::NewSession;
+use crate::model::{NewSession, SessionChange};
 
 /// A valid session, as authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,27 @@ pub(crate) fn insert(marks: Marks, session: &NewSession) -> Statement<'_> {
         .int(absolute_expires_at)
 }
 
+/// The statement that ends every unrevoked session of a user.
+fn revoke_all(marks: Marks, user_id: Uuid, at: DateTime<Utc>) -> Statement<'static> {
+    let mut sql = String::from("UPDATE sessions SET revoked_at = ");
+    marks.push(&mut sql, 1);
+    sql.push_str(" WHERE user_id = ");
+    marks.push(&mut sql, 2);
+    sql.push_str(" AND revoked_at IS NULL");
+    Statement::new(sql)
+        .int(micros(at))
+        .owned_text(user_id.to_string())
+}
+
+/// The statement that makes one change, for the log's writer to run in the transaction of the
+/// events that cause it.
+pub(crate) fn write(marks: Marks, change: &SessionChange) -> Statement<'_> {
+    match change {
+        SessionChange::Start(session) => insert(marks, session),
+        SessionChange::EndAll { user_id, at } => revoke_all(marks, *user_id, *at),
+    }
+}
+
 #[derive(Clone)]
 pub struct SessionStore {
     db: Database,
@@ -77,8 +99,8 @@ impl SessionStore {
 
     /// Starts a session that expires after `idle` without use, and after `absolute` in any
     /// case. A token hash that already exists is a database error (tokens are random).
-    /// A session that starts with a login is better written with the login's events instead
-    /// (`AppendRequest::sessions`).
+    /// The API never calls this: its sessions start with the events of their login
+    /// ([`SessionChange::Start`]), so that none exists without its recorded login.
     pub async fn create(
         &self,
         token_hash: [u8; 32],
@@ -148,23 +170,6 @@ impl SessionStore {
         .await?
         .rows_affected();
         Ok(revoked > 0)
-    }
-
-    /// Ends every session of a user (password change, account disabled). Returns how many
-    /// were still unrevoked.
-    pub async fn revoke_all_for_user(
-        &self,
-        user_id: Uuid,
-        now: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(micros(now))
-        .bind(user_id.to_string())
-        .execute(self.db.pool())
-        .await?
-        .rows_affected())
     }
 
     /// Deletes sessions that can no longer authenticate (revoked or expired before `now`), so

@@ -17,7 +17,7 @@ use keyledger_store::testing::{fresh_postgres_url, fresh_sqlite_url};
 use keyledger_store::{
     Actor, ActorKind, AppendError, AppendRequest, Appended, Backend, ChainHead, ClaimChange,
     ClaimKey, Database, EventClass, EventFilter, EventLog, EventMetadata, ExpectedVersion,
-    NewEvent, NewSession, RecordedEvent, SecretWrite, SessionStore, StreamId,
+    NewEvent, NewSession, RecordedEvent, SecretWrite, SessionChange, SessionStore, StreamId,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -528,28 +528,32 @@ async fn secrets_are_written_with_the_append_and_not_when_it_is_refused(db_url: 
     assert_eq!(log.secret(&a, "password").await.unwrap(), None);
 }
 
-/// A login's session commits with the login's events: written when they are, not when the
-/// append is refused, and not again when the same events are appended a second time.
-async fn sessions_are_written_with_the_append_and_not_when_it_is_refused(db_url: String) {
+/// A login's session commits with the login's events, and a suspension's or lock's end of a
+/// user's sessions with its events: written when they are, not when the append is refused, and
+/// not again when the same events are appended a second time.
+async fn sessions_change_with_the_append_and_not_when_it_is_refused(db_url: String) {
     let log = open(&db_url).await;
     let sessions = SessionStore::new(log.database().clone());
     let a = stream("user", "a");
     let now = Utc::now();
-    let session = |hash: u8| NewSession {
-        token_hash: [hash; 32],
-        user_id: Uuid::now_v7(),
-        tenant_id: Uuid::now_v7(),
-        created_at: now,
-        idle: chrono::Duration::minutes(30),
-        absolute: chrono::Duration::hours(12),
+    let (user, other_user) = (Uuid::now_v7(), Uuid::now_v7());
+    let session = |hash: u8, user_id: Uuid| {
+        SessionChange::Start(NewSession {
+            token_hash: [hash; 32],
+            user_id,
+            tenant_id: Uuid::now_v7(),
+            created_at: now,
+            idle: chrono::Duration::minutes(30),
+            absolute: chrono::Duration::hours(12),
+        })
     };
     let mut first = one(&a, ExpectedVersion::NoStream);
-    first.sessions = vec![session(1)];
+    first.sessions = vec![session(1, user)];
     log.append(first.clone()).await.unwrap();
     assert!(sessions.authenticate([1; 32], now).await.unwrap().is_some());
 
     let mut refused = one(&a, ExpectedVersion::NoStream);
-    refused.sessions = vec![session(2)];
+    refused.sessions = vec![session(2, user)];
     assert!(matches!(
         log.append(refused).await,
         Err(AppendError::WrongExpectedVersion { .. })
@@ -558,10 +562,40 @@ async fn sessions_are_written_with_the_append_and_not_when_it_is_refused(db_url:
 
     // The same events again: the append answers as before and starts no second session.
     let mut replayed = first;
-    replayed.sessions = vec![session(3)];
+    replayed.sessions = vec![session(3, user)];
     log.append(replayed).await.unwrap();
     assert_eq!(sessions.authenticate([3; 32], now).await.unwrap(), None);
     assert_eq!(log.read_stream(&a).await.unwrap().len(), 1);
+
+    // A second session of the user, and one of another user.
+    let mut second = one(&a, ExpectedVersion::Exact(1));
+    second.sessions = vec![session(4, user), session(5, other_user)];
+    log.append(second).await.unwrap();
+    let end_all = SessionChange::EndAll {
+        user_id: user,
+        at: now,
+    };
+
+    let mut refused = one(&a, ExpectedVersion::Exact(1));
+    refused.sessions = vec![end_all.clone()];
+    assert!(matches!(
+        log.append(refused).await,
+        Err(AppendError::WrongExpectedVersion { .. })
+    ));
+    for token in [[1; 32], [4; 32], [5; 32]] {
+        assert!(sessions.authenticate(token, now).await.unwrap().is_some());
+    }
+
+    // Ended in the append's order: a session the same append starts after the end lives.
+    let mut lock = one(&a, ExpectedVersion::Exact(2));
+    lock.sessions = vec![end_all, session(6, user)];
+    log.append(lock).await.unwrap();
+    for token in [[1; 32], [4; 32]] {
+        assert_eq!(sessions.authenticate(token, now).await.unwrap(), None);
+    }
+    for token in [[5; 32], [6; 32]] {
+        assert!(sessions.authenticate(token, now).await.unwrap().is_some());
+    }
 }
 
 /// T-ES-09 and T-ES-14 of the requirements: 16 writers on two nodes (two `EventLog`s on one
@@ -890,49 +924,19 @@ async fn sessions_expire_when_idle_or_old_and_can_be_revoked(db_url: String) {
     assert!(!sessions.revoke(logout, t0 + min(3)).await.unwrap());
     assert!(!sessions.revoke([8; 32], t0).await.unwrap());
 
-    // Revoking every session of one user leaves other users alone.
-    let other_user = Uuid::now_v7();
-    let victim = Uuid::now_v7();
+    // Revoking every session of one user (an append's `SessionChange::EndAll`, in
+    // `sessions_change_with_the_append_and_not_when_it_is_refused`).
     for token in [[4u8; 32], [5u8; 32]] {
         sessions
-            .create(token, victim, tenant, t0, min(30), min(60))
+            .create(token, user, tenant, t0, min(30), min(60))
             .await
             .unwrap();
+        assert!(sessions.revoke(token, t0 + min(1)).await.unwrap());
     }
     sessions
-        .create([6; 32], other_user, tenant, t0, min(30), min(60))
+        .create([6; 32], Uuid::now_v7(), tenant, t0, min(30), min(60))
         .await
         .unwrap();
-    assert_eq!(
-        sessions
-            .revoke_all_for_user(victim, t0 + min(1))
-            .await
-            .unwrap(),
-        2
-    );
-    assert_eq!(
-        sessions
-            .revoke_all_for_user(victim, t0 + min(1))
-            .await
-            .unwrap(),
-        0
-    );
-    for token in [[4u8; 32], [5u8; 32]] {
-        assert!(
-            sessions
-                .authenticate(token, t0 + min(2))
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-    assert!(
-        sessions
-            .authenticate([6; 32], t0 + min(2))
-            .await
-            .unwrap()
-            .is_some()
-    );
 
     // Clean-up removes the revoked (3, 4, 5) and the expired, nothing valid.
     assert_eq!(sessions.delete_expired(t0 + min(2)).await.unwrap(), 3);
@@ -1638,7 +1642,7 @@ conformance!(
     an_executor_sees_what_another_node_appended_since_it_last_loaded,
     a_refusal_on_a_kept_state_is_decided_again_on_the_log,
     a_decision_on_a_state_that_moved_on_is_refused_whole,
-    sessions_are_written_with_the_append_and_not_when_it_is_refused,
+    sessions_change_with_the_append_and_not_when_it_is_refused,
     a_ceremony_is_taken_once_and_not_after_it_expires,
     a_subjects_personal_fields_are_sealed_in_the_log_and_revealed_to_readers,
     an_erased_subject_reveals_nothing_and_takes_no_more_events,

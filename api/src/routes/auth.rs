@@ -11,7 +11,7 @@ use keyledger_domain::values::{Email, Username};
 use keyledger_store::executor::encode_event;
 use keyledger_store::{
     Actor, ActorKind, AppendError, AppendRequest, ExecuteError, ExpectedVersion, NewSession,
-    SideWrites, StreamId,
+    SessionChange, SideWrites, StreamId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,9 +21,9 @@ use super::Written;
 use super::mfa::{EnrollmentChallenge, MfaChallenge, second_step};
 use super::users::UserBody;
 use crate::commands::{
-    PASSWORD_SECRET, Proposal, claim, context, context_words, decided_on_tenant,
-    end_sessions_if_needed, kept_tenant, loaded_tenant, password_secret, propose_password,
-    run_password_command, tenant, user_error, user_stream,
+    PASSWORD_SECRET, Proposal, claim, context, context_words, decided_on_tenant, ended_sessions,
+    kept_tenant, loaded_tenant, password_secret, propose_password, run_password_command, tenant,
+    user_error, user_stream,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext, UserSession};
@@ -57,6 +57,56 @@ pub struct LoginResponse {
     /// The session ends at the latest then, or earlier after idling.
     pub expires_at: DateTime<Utc>,
     pub position: Option<u64>,
+}
+
+/// A session for a login that has not been decided yet. It starts with the events of a
+/// successful login ([`PendingSession::start`]), in their transaction or not at all, so no
+/// session exists without its recorded login, and none outlives a suspension or lock that
+/// follows the login.
+pub(crate) struct PendingSession {
+    token: String,
+    session: NewSession,
+}
+
+impl PendingSession {
+    pub(crate) fn new(
+        state: &AppState,
+        user_id: Uuid,
+        tenant_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let token = tokens::generate();
+        let session = NewSession {
+            token_hash: tokens::hash(&token),
+            user_id,
+            tenant_id,
+            created_at: now,
+            idle: state.config.session_idle,
+            absolute: state.config.session_absolute,
+        };
+        Self { token, session }
+    }
+
+    /// The side write that starts the session, for an append that records a successful login.
+    pub(crate) fn start(&self) -> SessionChange {
+        SessionChange::Start(self.session.clone())
+    }
+
+    pub(crate) fn token_hash(&self) -> [u8; 32] {
+        self.session.token_hash
+    }
+
+    /// The answer that hands the started session's token over.
+    pub(crate) fn answer(self, position: Option<u64>) -> LoginResponse {
+        LoginResponse {
+            status: "authenticated",
+            token: self.token,
+            token_type: "Bearer",
+            user_id: self.session.user_id,
+            expires_at: self.session.created_at + self.session.absolute,
+            position,
+        }
+    }
 }
 
 /// A session, or the second step the login owes (`status` says which).
@@ -193,17 +243,7 @@ pub async fn login(
         None
     };
     let mut ctx = context(&state, tenant_id, &request, attempt_actor(Some(user_id)));
-    // The session commits with the login's events, or not at all; it starts only if the
-    // aggregate decides the login succeeded.
-    let token = tokens::generate();
-    let session = NewSession {
-        token_hash: tokens::hash(&token),
-        user_id,
-        tenant_id,
-        created_at: ctx.now,
-        idle: state.config.session_idle,
-        absolute: state.config.session_absolute,
-    };
+    let session = PendingSession::new(&state, user_id, tenant_id, ctx.now);
     // The lockout decision is made under the tenant's policy as this node last saw it, with
     // no read; the append checks that the tenant has not moved on since, and if it has, the
     // attempt is decided again under the policy read from the log. A login always appends
@@ -230,9 +270,9 @@ pub async fn login(
                     claims: Vec::new(),
                     secrets: password_secret(events, rehash.as_ref()),
                     sessions: if login_succeeded(events) {
-                        vec![session.clone()]
+                        vec![session.start()]
                     } else {
-                        Vec::new()
+                        ended_sessions(user_id, events)
                     },
                 }
             })
@@ -246,7 +286,6 @@ pub async fn login(
             outcome => break outcome.map_err(user_error)?,
         }
     };
-    end_sessions_if_needed(&state, user_id, &executed.events).await?;
     if executed
         .events
         .iter()
@@ -271,15 +310,9 @@ pub async fn login(
         return Err(ApiError::LoginFailed);
     }
     Metrics::inc(&state.metrics.logins_succeeded);
-    let now = ctx.now;
-    Ok(Json(LoginAnswer::Authenticated(LoginResponse {
-        status: "authenticated",
-        token,
-        token_type: "Bearer",
-        user_id,
-        expires_at: now + state.config.session_absolute,
-        position: executed.appended.map(|a| a.last_position),
-    })))
+    Ok(Json(LoginAnswer::Authenticated(
+        session.answer(executed.appended.map(|a| a.last_position)),
+    )))
 }
 
 #[utoipa::path(post, path = "/api/v1/logout",

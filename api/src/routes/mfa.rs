@@ -26,7 +26,7 @@ use webauthn_rs_core::proto::AuthenticationState;
 
 use super::Written;
 use super::applications::effective_settings;
-use super::auth::LoginResponse;
+use super::auth::{LoginResponse, PendingSession};
 use crate::commands::{context, tenant, user_error, user_stream};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RequestContext, UserSession};
@@ -267,14 +267,16 @@ async fn record_failure(
         lockout_version: tenant.lockout_policy_version(),
         at: ctx.now,
     };
-    let executed = state
+    state
         .users
-        .execute(&user_id.to_string(), command, &(), ctx, |_, _, _| {
-            SideWrites::default()
+        .execute(&user_id.to_string(), command, &(), ctx, |_, _, events| {
+            SideWrites {
+                sessions: crate::commands::ended_sessions(user_id, events),
+                ..SideWrites::default()
+            }
         })
         .await
         .map_err(user_error)?;
-    crate::commands::end_sessions_if_needed(state, user_id, &executed.events).await?;
     Ok(())
 }
 
@@ -592,49 +594,52 @@ async fn complete_login(
         login: Some((attempt_id, method)),
         at: ctx.now,
     };
+    let session = PendingSession::new(state, user_id, ctx.tenant_id, ctx.now);
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), ctx, |_, _, events| {
-            let accepted = events
-                .iter()
-                .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
-            SideWrites {
-                claims: Vec::new(),
-                secrets: if accepted {
-                    secrets.clone()
-                } else {
-                    Vec::new()
-                },
-                sessions: Vec::new(),
+            if logged_in(events) {
+                SideWrites {
+                    claims: Vec::new(),
+                    secrets: secrets.clone(),
+                    sessions: vec![session.start()],
+                }
+            } else {
+                SideWrites::default()
             }
         })
         .await
         .map_err(user_error)?;
-    let succeeded = executed
-        .events
-        .iter()
-        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
-    // The token answers once: a second factor racing this one finds it gone. A refused
-    // factor leaves it for another try within its 5 minutes.
-    let spent = succeeded
-        && state
-            .ceremonies
-            .take(&token_key(mfa_token), MFA_TOKEN, ctx.now)
-            .await?
-            .is_some();
-    if !spent {
+    if !logged_in(&executed.events) {
         tracing::info!(user_id = %user_id, "second factor refused by the account's state");
         Metrics::inc(&state.metrics.logins_failed);
         return Err(ApiError::MfaFailed);
     }
+    // The token answers once: a second factor racing this one finds it gone, and the session
+    // its login started is ended unused. A refused factor leaves the token for another try
+    // within its 5 minutes.
+    if state
+        .ceremonies
+        .take(&token_key(mfa_token), MFA_TOKEN, ctx.now)
+        .await?
+        .is_none()
+    {
+        state.sessions.revoke(session.token_hash(), ctx.now).await?;
+        tracing::info!(user_id = %user_id, "second factor raced by another; its session ended");
+        Metrics::inc(&state.metrics.logins_failed);
+        return Err(ApiError::MfaFailed);
+    }
     Metrics::inc(&state.metrics.logins_succeeded);
-    start_session(
-        state,
-        user_id,
-        executed.appended.map(|a| a.last_position),
-        ctx,
-    )
-    .await
+    Ok(Json(
+        session.answer(executed.appended.map(|a| a.last_position)),
+    ))
+}
+
+/// Whether `events` record a completed login.
+fn logged_in(events: &[UserEvent]) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
 }
 
 // --- passwordless login (the bootstrap workflow) ----------------------------------------------
@@ -759,68 +764,30 @@ pub async fn passkey_finish(
         login: Some((attempt_id, LoginMethod::Passkey)),
         at: ctx.now,
     };
+    let session = PendingSession::new(&state, user_id, ctx.tenant_id, ctx.now);
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
-            let accepted = events
-                .iter()
-                .any(|e| matches!(e, UserEvent::LoginSucceeded(_)));
-            SideWrites {
-                claims: Vec::new(),
-                secrets: if accepted {
-                    vec![secret.clone()]
-                } else {
-                    Vec::new()
-                },
-                sessions: Vec::new(),
+            if logged_in(events) {
+                SideWrites {
+                    claims: Vec::new(),
+                    secrets: vec![secret.clone()],
+                    sessions: vec![session.start()],
+                }
+            } else {
+                SideWrites::default()
             }
         })
         .await
         .map_err(user_error)?;
-    if !executed
-        .events
-        .iter()
-        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
-    {
+    if !logged_in(&executed.events) {
         Metrics::inc(&state.metrics.logins_failed);
         return Err(ApiError::MfaFailed);
     }
     Metrics::inc(&state.metrics.logins_succeeded);
-    start_session(
-        &state,
-        user_id,
-        executed.appended.map(|a| a.last_position),
-        &ctx,
-    )
-    .await
-}
-
-async fn start_session(
-    state: &AppState,
-    user_id: Uuid,
-    position: Option<u64>,
-    ctx: &CommandContext,
-) -> Result<Json<LoginResponse>, ApiError> {
-    let token = tokens::generate();
-    state
-        .sessions
-        .create(
-            tokens::hash(&token),
-            user_id,
-            ctx.tenant_id,
-            ctx.now,
-            state.config.session_idle,
-            state.config.session_absolute,
-        )
-        .await?;
-    Ok(Json(LoginResponse {
-        status: "authenticated",
-        token,
-        token_type: "Bearer",
-        user_id,
-        expires_at: ctx.now + state.config.session_absolute,
-        position,
-    }))
+    Ok(Json(
+        session.answer(executed.appended.map(|a| a.last_position)),
+    ))
 }
 
 // --- enrollment during login ------------------------------------------------------------------

@@ -241,10 +241,10 @@ pub async fn complete_reset(
         second_factor_ok,
         at: ctx.now,
     };
+    // The reset's event ends every session of the user in its own transaction.
     let written =
         run_password_command(&state, user_id, command, &ctx, proposal.phc.as_ref()).await?;
-    let ended = state.sessions.revoke_all_for_user(user_id, ctx.now).await?;
-    tracing::info!(user_id = %user_id, ended, "password reset; sessions ended");
+    tracing::info!(user_id = %user_id, "password reset; sessions ended");
     Ok(Json(written))
 }
 

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::Written;
 use crate::commands::{
-    claim, context, context_words, end_sessions_if_needed, password_secret, propose_password,
+    claim, context, context_words, ended_sessions, password_secret, propose_password,
     run_password_command, tenant, user_error,
 };
 use crate::error::ApiError;
@@ -469,12 +469,18 @@ async fn admin_command(
     let ctx = context(state, DEFAULT_TENANT_ID, request, admin.actor);
     let executed = state
         .users
-        .execute(&id.to_string(), command(ctx.now), &(), &ctx, |_, _, _| {
-            SideWrites::default()
-        })
+        .execute(
+            &id.to_string(),
+            command(ctx.now),
+            &(),
+            &ctx,
+            |_, _, events| SideWrites {
+                sessions: ended_sessions(id, events),
+                ..SideWrites::default()
+            },
+        )
         .await
         .map_err(user_error)?;
-    end_sessions_if_needed(state, id, &executed.events).await?;
     Ok(Json(UserWritten {
         user: UserBody::from_user(&executed.aggregate, ctx.now),
         position: executed.appended.map(|a| a.last_position),

@@ -43,7 +43,7 @@ use crate::codec::truncate_to_micros;
 use crate::error::{AppendError, StoreError};
 use crate::model::{
     AppendRequest, Appended, ChainHead, ClaimChange, ClaimKey, DecidedOn, ExpectedVersion,
-    NewEvent, NewSession, RecordedEvent, SecretWrite, StreamId,
+    NewEvent, RecordedEvent, SecretWrite, SessionChange, StreamId,
 };
 
 /// An event with its JSON already turned into the exact text that is stored and hashed.
@@ -91,7 +91,7 @@ pub(crate) struct PreparedRequest {
     pub events: Vec<PreparedEvent>,
     pub claims: Vec<ClaimChange>,
     pub secrets: Vec<SecretWrite>,
-    pub sessions: Vec<NewSession>,
+    pub sessions: Vec<SessionChange>,
     pub decided_on: Vec<DecidedOn>,
 }
 
@@ -190,8 +190,9 @@ pub(crate) struct Plan {
     /// Claims whose holder changed: `None` frees the key.
     pub claims: Vec<(ClaimKey, Option<StreamId>)>,
     pub secrets: Vec<SecretState>,
-    /// Sessions of the requests whose events are written (not of replayed ones).
-    pub sessions: Vec<NewSession>,
+    /// Session changes of the requests whose events are written (not of replayed ones), in
+    /// request order.
+    pub sessions: Vec<SessionChange>,
     /// The head after the batch.
     pub head: Option<ChainHead>,
     /// The version of every stream the batch looked up, after the batch; streams with no
@@ -236,7 +237,7 @@ struct BatchState {
     /// Claims touched by accepted requests, as they stand now.
     claims: BTreeMap<ClaimKey, Option<StreamId>>,
     secrets: BTreeMap<(StreamId, String), Option<String>>,
-    sessions: Vec<NewSession>,
+    sessions: Vec<SessionChange>,
     events: Vec<RecordedEvent>,
 }
 

@@ -511,7 +511,7 @@ fn writes(marks: Marks, plan: &Plan) -> Result<Vec<Statement<'_>>, StoreError> {
     statements.extend(
         plan.sessions
             .iter()
-            .map(|session| crate::sessions::insert(marks, session)),
+            .map(|change| crate::sessions::write(marks, change)),
     );
     Ok(statements)
 }
