@@ -5,8 +5,8 @@ use keyledger_domain::password::{HashParams, PasswordFacts, normalize};
 use keyledger_domain::tenant::{Tenant, TenantError};
 use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
-    Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite,
-    SessionChange, SideWrites, StreamId,
+    Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite, SideWrites,
+    StreamId,
 };
 use uuid::Uuid;
 
@@ -200,23 +200,6 @@ pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<Secret
     }
 }
 
-/// The sessions that `events` end: a suspension, a lock, a password reset and an erasure end
-/// every session of the user, in the transaction of the event, so none outlives it.
-pub fn ended_sessions(user_id: Uuid, events: &[UserEvent]) -> Vec<SessionChange> {
-    events
-        .iter()
-        .find_map(|e| match e {
-            UserEvent::Suspended(e) => Some(e.at),
-            UserEvent::Locked(e) => Some(e.at),
-            UserEvent::PasswordReset(e) => Some(e.at),
-            UserEvent::Erased(e) => Some(e.at),
-            _ => None,
-        })
-        .map(|at| SessionChange::EndAll { user_id, at })
-        .into_iter()
-        .collect()
-}
-
 /// Words a password may not equal: the username and the email (the domain adds the email's
 /// local part and the service name).
 pub fn context_words(user: &User) -> Vec<&str> {
@@ -242,7 +225,7 @@ pub async fn run_password_command(
             SideWrites {
                 claims: Vec::new(),
                 secrets: password_secret(events, phc),
-                sessions: ended_sessions(user_id, events),
+                sessions: Vec::new(),
             }
         })
         .await

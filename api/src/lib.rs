@@ -23,6 +23,7 @@ pub mod signing;
 pub mod startup;
 pub mod state;
 pub mod tokens;
+pub mod user_commands;
 
 use std::future::Future;
 use std::net::SocketAddr;

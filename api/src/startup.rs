@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::passwords::{Argon2Config, HashingError, PasswordHasher};
 use crate::state::{ApiConfig, AppState, Services};
 use crate::tokens::{self, AdminToken};
+use crate::user_commands::UserCommands;
 
 #[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
@@ -77,7 +78,7 @@ pub async fn start(
         .await
         .map_err(StartupError::SigningKey)?;
     let state = AppState(Arc::new(Services {
-        users: CommandExecutor::new(log.clone()),
+        users: UserCommands::new(log.clone()),
         tenants,
         webhooks: CommandExecutor::new(log.clone()),
         applications: CommandExecutor::new(log.clone()),

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyledger_domain::tenant::Tenant;
-use keyledger_domain::user::User;
 use keyledger_domain::webhook::WebhookSubscription;
 use keyledger_projections::ViewProgress;
 use keyledger_projections::webhooks::Delivery;
@@ -16,6 +15,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::passwords::PasswordHasher;
 use crate::tokens::AdminToken;
+use crate::user_commands::UserCommands;
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -42,7 +42,7 @@ impl Default for ApiConfig {
 
 pub struct Services {
     pub log: EventLog,
-    pub users: CommandExecutor<User>,
+    pub users: UserCommands,
     pub tenants: CommandExecutor<Tenant>,
     pub webhooks: CommandExecutor<WebhookSubscription>,
     pub applications: CommandExecutor<keyledger_domain::application::Application>,

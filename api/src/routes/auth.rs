@@ -21,9 +21,9 @@ use super::Written;
 use super::mfa::{EnrollmentChallenge, MfaChallenge, second_step};
 use super::users::UserBody;
 use crate::commands::{
-    PASSWORD_SECRET, Proposal, claim, context, context_words, decided_on_tenant, ended_sessions,
-    kept_tenant, loaded_tenant, password_secret, propose_password, run_password_command, tenant,
-    user_error, user_stream,
+    PASSWORD_SECRET, Proposal, claim, context, context_words, decided_on_tenant, kept_tenant,
+    loaded_tenant, password_secret, propose_password, run_password_command, tenant, user_error,
+    user_stream,
 };
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext, UserSession};
@@ -141,7 +141,8 @@ fn attempt_actor(user_id: Option<Uuid>) -> Actor {
     }
 }
 
-fn login_succeeded(events: &[UserEvent]) -> bool {
+/// Whether `events` record a completed login.
+pub(crate) fn login_succeeded(events: &[UserEvent]) -> bool {
     events
         .iter()
         .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
@@ -272,7 +273,7 @@ pub async fn login(
                     sessions: if login_succeeded(events) {
                         vec![session.start()]
                     } else {
-                        ended_sessions(user_id, events)
+                        Vec::new()
                     },
                 }
             })

@@ -17,7 +17,7 @@ use keyledger_store::{
 use uuid::Uuid;
 
 use super::users::{UserBody, UserWritten};
-use crate::commands::{context, ended_sessions, user_error};
+use crate::commands::{context, user_error};
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiPath, RequestContext};
 use crate::state::AppState;
@@ -65,10 +65,7 @@ pub async fn erase_user(
             UserCommand::Erase { at: ctx.now },
             &(),
             &ctx,
-            |_, _, events| SideWrites {
-                sessions: ended_sessions(id, events),
-                ..side.clone()
-            },
+            |_, _, _| side.clone(),
         )
         .await
         .map_err(user_error)?;

@@ -14,7 +14,7 @@ use keyledger_domain::mfa::{
 };
 use keyledger_domain::tenant::Tenant;
 use keyledger_domain::user::{
-    LoginMethod, MfaFailureReason, MfaMethod, SecondFactorProof, User, UserCommand, UserEvent,
+    LoginMethod, MfaFailureReason, MfaMethod, SecondFactorProof, User, UserCommand,
 };
 use keyledger_store::{Actor, ActorKind, Ceremony, CommandContext, SecretWrite, SideWrites};
 use rand::RngCore;
@@ -26,7 +26,7 @@ use webauthn_rs_core::proto::AuthenticationState;
 
 use super::Written;
 use super::applications::effective_settings;
-use super::auth::{LoginResponse, PendingSession};
+use super::auth::{LoginResponse, PendingSession, login_succeeded};
 use crate::commands::{context, tenant, user_error, user_stream};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RequestContext, UserSession};
@@ -269,11 +269,8 @@ async fn record_failure(
     };
     state
         .users
-        .execute(&user_id.to_string(), command, &(), ctx, |_, _, events| {
-            SideWrites {
-                sessions: crate::commands::ended_sessions(user_id, events),
-                ..SideWrites::default()
-            }
+        .execute(&user_id.to_string(), command, &(), ctx, |_, _, _| {
+            SideWrites::default()
         })
         .await
         .map_err(user_error)?;
@@ -598,7 +595,7 @@ async fn complete_login(
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), ctx, |_, _, events| {
-            if logged_in(events) {
+            if login_succeeded(events) {
                 SideWrites {
                     claims: Vec::new(),
                     secrets: secrets.clone(),
@@ -610,7 +607,7 @@ async fn complete_login(
         })
         .await
         .map_err(user_error)?;
-    if !logged_in(&executed.events) {
+    if !login_succeeded(&executed.events) {
         tracing::info!(user_id = %user_id, "second factor refused by the account's state");
         Metrics::inc(&state.metrics.logins_failed);
         return Err(ApiError::MfaFailed);
@@ -633,13 +630,6 @@ async fn complete_login(
     Ok(Json(
         session.answer(executed.appended.map(|a| a.last_position)),
     ))
-}
-
-/// Whether `events` record a completed login.
-fn logged_in(events: &[UserEvent]) -> bool {
-    events
-        .iter()
-        .any(|e| matches!(e, UserEvent::LoginSucceeded(_)))
 }
 
 // --- passwordless login (the bootstrap workflow) ----------------------------------------------
@@ -768,7 +758,7 @@ pub async fn passkey_finish(
     let executed = state
         .users
         .execute(&user_id.to_string(), command, &(), &ctx, |_, _, events| {
-            if logged_in(events) {
+            if login_succeeded(events) {
                 SideWrites {
                     claims: Vec::new(),
                     secrets: vec![secret.clone()],
@@ -780,7 +770,7 @@ pub async fn passkey_finish(
         })
         .await
         .map_err(user_error)?;
-    if !logged_in(&executed.events) {
+    if !login_succeeded(&executed.events) {
         Metrics::inc(&state.metrics.logins_failed);
         return Err(ApiError::MfaFailed);
     }

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::Written;
 use crate::commands::{
-    claim, context, context_words, ended_sessions, password_secret, propose_password,
-    run_password_command, tenant, user_error,
+    claim, context, context_words, password_secret, propose_password, run_password_command, tenant,
+    user_error,
 };
 use crate::error::ApiError;
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery, ReadAfter, RequestContext};
@@ -469,16 +469,9 @@ async fn admin_command(
     let ctx = context(state, DEFAULT_TENANT_ID, request, admin.actor);
     let executed = state
         .users
-        .execute(
-            &id.to_string(),
-            command(ctx.now),
-            &(),
-            &ctx,
-            |_, _, events| SideWrites {
-                sessions: ended_sessions(id, events),
-                ..SideWrites::default()
-            },
-        )
+        .execute(&id.to_string(), command(ctx.now), &(), &ctx, |_, _, _| {
+            SideWrites::default()
+        })
         .await
         .map_err(user_error)?;
     Ok(Json(UserWritten {
