@@ -5,8 +5,8 @@ use keyledger_domain::password::{HashParams, PasswordFacts, normalize};
 use keyledger_domain::tenant::{Tenant, TenantError};
 use keyledger_domain::user::{ProposedPassword, User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
-    Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite, SideWrites,
-    StreamId,
+    Actor, AppendError, ClaimKey, CommandContext, DecidedOn, ExecuteError, SecretWrite,
+    SessionChange, SideWrites, StreamId,
 };
 use uuid::Uuid;
 
@@ -180,9 +180,9 @@ pub async fn propose_password(
     Ok(Proposal { facts, phc })
 }
 
-/// The hash to keep beside the log when `events` set or changed the password.
-pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<SecretWrite> {
-    let sets_password = events.iter().any(|e| {
+/// Whether `events` set, changed or rehashed the password.
+fn sets_password(events: &[UserEvent]) -> bool {
+    events.iter().any(|e| {
         matches!(
             e,
             UserEvent::PasswordSet(_)
@@ -190,9 +190,13 @@ pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<Secret
                 | UserEvent::PasswordReset(_)
                 | UserEvent::PasswordRehashed(_)
         )
-    });
+    })
+}
+
+/// The hash to keep beside the log when `events` set or changed the password.
+pub fn password_secret(events: &[UserEvent], phc: Option<&String>) -> Vec<SecretWrite> {
     match phc {
-        Some(phc) if sets_password => vec![SecretWrite {
+        Some(phc) if sets_password(events) => vec![SecretWrite {
             kind: PASSWORD_SECRET.into(),
             value: Some(phc.clone()),
         }],
@@ -209,15 +213,16 @@ pub fn context_words(user: &User) -> Vec<&str> {
         .collect()
 }
 
-/// Runs a password command (set by an admin, changed by the user) with its hash kept beside
-/// the log, and answers with the position written; a recorded refusal is still a refusal for
-/// the caller.
+/// Runs a password command (set by an admin, changed by the user, reset) with its hash kept
+/// beside the log, and answers with the position written; a recorded refusal is still a
+/// refusal for the caller. `sessions` commit with a new password, not with a refusal.
 pub async fn run_password_command(
     state: &AppState,
     user_id: Uuid,
     command: UserCommand,
     ctx: &CommandContext,
     phc: Option<&String>,
+    sessions: Vec<SessionChange>,
 ) -> Result<Written, ApiError> {
     let executed = state
         .users
@@ -225,7 +230,11 @@ pub async fn run_password_command(
             SideWrites {
                 claims: Vec::new(),
                 secrets: password_secret(events, phc),
-                sessions: Vec::new(),
+                sessions: if sets_password(events) {
+                    sessions.clone()
+                } else {
+                    Vec::new()
+                },
             }
         })
         .await

@@ -122,7 +122,7 @@ pub struct SecretWrite {
 }
 
 /// A change to login sessions that commits with the events that cause it, or not at all.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SessionChange {
     /// A login's session: no session exists without its recorded login.
     Start(NewSession),
@@ -130,6 +130,32 @@ pub enum SessionChange {
     /// reset. In the events' transaction, no crash between the event and the revocation can
     /// leave a session alive, to outlive a later reactivation or unlock.
     EndAll { user_id: Uuid, at: DateTime<Utc> },
+    /// Every unrevoked session of the user but the one whose token hashes to `kept` ends at
+    /// `at`: a password change by a user who asked to sign out everywhere else.
+    EndOthers {
+        user_id: Uuid,
+        kept: [u8; 32],
+        at: DateTime<Utc>,
+    },
+}
+
+impl std::fmt::Debug for SessionChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Token hashes stay out of logs, like every other hash.
+        match self {
+            Self::Start(session) => f.debug_tuple("Start").field(session).finish(),
+            Self::EndAll { user_id, at } => f
+                .debug_struct("EndAll")
+                .field("user_id", user_id)
+                .field("at", at)
+                .finish(),
+            Self::EndOthers { user_id, at, .. } => f
+                .debug_struct("EndOthers")
+                .field("user_id", user_id)
+                .field("at", at)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 /// A login session to start in the same transaction as the events that record the login (see

@@ -59,16 +59,30 @@ pub(crate) fn insert(marks: Marks, session: &NewSession) -> Statement<'_> {
         .int(absolute_expires_at)
 }
 
-/// The statement that ends every unrevoked session of a user.
-fn revoke_all(marks: Marks, user_id: Uuid, at: DateTime<Utc>) -> Statement<'static> {
+/// The statement that ends every unrevoked session of a user, but the one whose token hashes
+/// to `kept`.
+fn revoke_all<'a>(
+    marks: Marks,
+    user_id: Uuid,
+    kept: Option<&'a [u8; 32]>,
+    at: DateTime<Utc>,
+) -> Statement<'a> {
     let mut sql = String::from("UPDATE sessions SET revoked_at = ");
     marks.push(&mut sql, 1);
     sql.push_str(" WHERE user_id = ");
     marks.push(&mut sql, 2);
     sql.push_str(" AND revoked_at IS NULL");
-    Statement::new(sql)
+    if kept.is_some() {
+        sql.push_str(" AND token_hash <> ");
+        marks.push(&mut sql, 3);
+    }
+    let statement = Statement::new(sql)
         .int(micros(at))
-        .owned_text(user_id.to_string())
+        .owned_text(user_id.to_string());
+    match kept {
+        Some(kept) => statement.bytes(kept),
+        None => statement,
+    }
 }
 
 /// The statement that makes one change, for the log's writer to run in the transaction of the
@@ -76,7 +90,10 @@ fn revoke_all(marks: Marks, user_id: Uuid, at: DateTime<Utc>) -> Statement<'stat
 pub(crate) fn write(marks: Marks, change: &SessionChange) -> Statement<'_> {
     match change {
         SessionChange::Start(session) => insert(marks, session),
-        SessionChange::EndAll { user_id, at } => revoke_all(marks, *user_id, *at),
+        SessionChange::EndAll { user_id, at } => revoke_all(marks, *user_id, None, *at),
+        SessionChange::EndOthers { user_id, kept, at } => {
+            revoke_all(marks, *user_id, Some(kept), *at)
+        }
     }
 }
 

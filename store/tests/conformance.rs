@@ -596,6 +596,22 @@ async fn sessions_change_with_the_append_and_not_when_it_is_refused(db_url: Stri
     for token in [[5; 32], [6; 32]] {
         assert!(sessions.authenticate(token, now).await.unwrap().is_some());
     }
+
+    // Ending the others keeps the one named, and other users' sessions.
+    let mut third = one(&a, ExpectedVersion::Exact(3));
+    third.sessions = vec![session(7, user)];
+    log.append(third).await.unwrap();
+    let mut change = one(&a, ExpectedVersion::Exact(4));
+    change.sessions = vec![SessionChange::EndOthers {
+        user_id: user,
+        kept: [7; 32],
+        at: now,
+    }];
+    log.append(change).await.unwrap();
+    assert_eq!(sessions.authenticate([6; 32], now).await.unwrap(), None);
+    for token in [[5; 32], [7; 32]] {
+        assert!(sessions.authenticate(token, now).await.unwrap().is_some());
+    }
 }
 
 /// T-ES-09 and T-ES-14 of the requirements: 16 writers on two nodes (two `EventLog`s on one

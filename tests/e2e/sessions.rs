@@ -9,6 +9,7 @@ use crate::{BIN, Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 
 on_both_backends!(
     locking_an_account_ends_its_sessions,
+    a_password_change_ends_the_other_sessions_when_asked,
     a_session_ends_after_idling_and_at_its_absolute_limit,
     the_recorded_ip_is_the_socket_peer_not_a_forwarded_header,
     an_unknown_user_costs_one_password_verification_like_a_known_one,
@@ -51,6 +52,80 @@ async fn locking_an_account_ends_its_sessions(backend: Backend) {
     assert_eq!(me(&app, &session).await, StatusCode::UNAUTHORIZED);
     let fresh = token(&app, "ada").await;
     assert_eq!(me(&app, &fresh).await, StatusCode::OK);
+}
+
+async fn change(
+    app: &TestApp,
+    token: &str,
+    current: &str,
+    new: &str,
+    end_others: Option<bool>,
+) -> keyledger_tests::Answer {
+    let mut body = json!({ "current_password": current, "new_password": new });
+    if let Some(end_others) = end_others {
+        body["end_other_sessions"] = json!(end_others);
+    }
+    app.request(
+        Method::POST,
+        "/api/v1/me/password",
+        Some(token),
+        Some(&body),
+        &[],
+    )
+    .await
+}
+
+/// ASVS 5.0 7.4.3: a user who changes their password may end every other session with it;
+/// the session that asks stays, and a refused change ends nothing.
+async fn a_password_change_ends_the_other_sessions_when_asked(backend: Backend) {
+    let app = app(backend).await;
+    app.create_user("grace", Some(GOOD_PASSWORD)).await;
+    let asking = token(&app, "grace").await;
+    let laptop = token(&app, "grace").await;
+    let refused = change(
+        &app,
+        &asking,
+        "not-the-password-at-all",
+        "cobol-compiler-a-0-1952",
+        Some(true),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert_eq!(me(&app, &laptop).await, StatusCode::OK);
+
+    let kept = change(
+        &app,
+        &asking,
+        GOOD_PASSWORD,
+        "cobol-compiler-a-0-1952",
+        None,
+    )
+    .await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.text());
+    assert_eq!(
+        me(&app, &laptop).await,
+        StatusCode::OK,
+        "by default others stay"
+    );
+
+    let phone = app.login("grace", "cobol-compiler-a-0-1952").await;
+    let phone = phone.json()["token"].as_str().unwrap().to_owned();
+    let ended = change(
+        &app,
+        &asking,
+        "cobol-compiler-a-0-1952",
+        "flow-matic-univac-1955",
+        Some(true),
+    )
+    .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.text());
+    assert_eq!(me(&app, &asking).await, StatusCode::OK);
+    assert_eq!(me(&app, &laptop).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &phone).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.login("grace", "flow-matic-univac-1955").await.status,
+        StatusCode::OK
+    );
 }
 
 async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend) {

@@ -125,6 +125,10 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
     /// Required when the user holds a second factor: from `/me/step-up/...`.
     pub step_up_token: Option<String>,
+    /// `true` ends every other session of the user with the change (ASVS 5.0 7.4.3); the
+    /// session that asks stays. Nothing is ended when the change is refused.
+    #[serde(default)]
+    pub end_other_sessions: bool,
 }
 
 /// The actor of a login attempt: the claimed user when known, the system otherwise.
@@ -394,12 +398,22 @@ pub async fn change_password(
         policy: tenant.password_policy().clone(),
         at: ctx.now,
     };
+    let others = if body.end_other_sessions {
+        vec![SessionChange::EndOthers {
+            user_id: session.user_id,
+            kept: session.token_hash,
+            at: ctx.now,
+        }]
+    } else {
+        Vec::new()
+    };
     let written = run_password_command(
         &state,
         session.user_id,
         command,
         &ctx,
         proposal.phc.as_ref(),
+        others,
     )
     .await?;
     Ok(Json(written))

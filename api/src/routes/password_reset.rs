@@ -242,8 +242,15 @@ pub async fn complete_reset(
         at: ctx.now,
     };
     // The reset's event ends every session of the user in its own transaction.
-    let written =
-        run_password_command(&state, user_id, command, &ctx, proposal.phc.as_ref()).await?;
+    let written = run_password_command(
+        &state,
+        user_id,
+        command,
+        &ctx,
+        proposal.phc.as_ref(),
+        Vec::new(),
+    )
+    .await?;
     tracing::info!(user_id = %user_id, "password reset; sessions ended");
     Ok(Json(written))
 }

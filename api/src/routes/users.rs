@@ -575,6 +575,7 @@ pub async fn set_password(
         policy: tenant.password_policy().clone(),
         at: ctx.now,
     };
-    let written = run_password_command(&state, id, command, &ctx, proposal.phc.as_ref()).await?;
+    let written =
+        run_password_command(&state, id, command, &ctx, proposal.phc.as_ref(), Vec::new()).await?;
     Ok(Json(written))
 }
