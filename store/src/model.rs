@@ -126,8 +126,8 @@ pub struct SecretWrite {
 pub enum SessionChange {
     /// A login's session: no session exists without its recorded login.
     Start(NewSession),
-    /// Every unrevoked session of the user ends at `at`: a suspension, a lock or a password
-    /// reset. In the events' transaction, no crash between the event and the revocation can
+    /// Every unrevoked session of the user ends at `at`: a suspension, a lock, a password
+    /// reset or an erasure. In the events' transaction, no crash between the event and the revocation can
     /// leave a session alive, to outlive a later reactivation or unlock.
     EndAll { user_id: Uuid, at: DateTime<Utc> },
     /// Every unrevoked session of the user but the one whose token hashes to `kept` ends at

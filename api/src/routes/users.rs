@@ -38,7 +38,8 @@ pub struct UserBody {
     pub locked: bool,
     /// When a lock ends; null with `locked` true means until an admin unlocks.
     pub locked_until: Option<DateTime<Utc>>,
-    /// Consecutive failed logins since the last success or unlock.
+    /// Consecutive failed logins (wrong passwords, refused second factors) since the last
+    /// success or unlock. A lock counts only those within the lockout policy's window.
     pub failed_login_count: u32,
     pub password_externally_managed: bool,
     pub has_password: bool,

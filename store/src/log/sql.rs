@@ -62,25 +62,19 @@ fn tuples_after(marks: Marks, before: usize, rows: usize, columns: usize) -> Str
     sql
 }
 
-/// `(a = $1 AND b = $2) OR (a = $3 AND b = $4)`: matches any of `rows` keys.
+/// `(a, b) IN (VALUES ($1, $2), ($3, $4))`: matches any of `rows` keys.
+///
+/// Not `(a = $1 AND b = $2) OR (a = $3 AND b = $4)`: PostgreSQL plans that with the columns
+/// whose values every key shares (a claim's tenant and kind, a secret's owner kind and kind)
+/// as the only index condition whenever its statistics are behind the table, as they are while
+/// users are being loaded, and then scans every key of that kind: 180 ms for 50 keys among
+/// 200,000, against 0.2 ms for the join on the whole key that the list of values gives.
 fn any_key(marks: Marks, columns: &[&str], rows: usize) -> String {
-    let mut sql = String::new();
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(" OR ");
-        }
-        sql.push('(');
-        for (i, column) in columns.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(" AND ");
-            }
-            sql.push_str(column);
-            sql.push_str(" = ");
-            marks.push(&mut sql, row * columns.len() + i + 1);
-        }
-        sql.push(')');
-    }
-    sql
+    format!(
+        "({}) IN (VALUES {})",
+        columns.join(", "),
+        tuples(marks, rows, columns.len())
+    )
 }
 
 pub(super) fn decode_event(row: &AnyRow) -> Result<RecordedEvent, StoreError> {
@@ -850,7 +844,7 @@ mod tests {
         assert_eq!(tuples(Marks::Numbered, 2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert_eq!(
             any_key(Marks::Numbered, &["a", "b"], 2),
-            "(a = $1 AND b = $2) OR (a = $3 AND b = $4)"
+            "(a, b) IN (VALUES ($1, $2), ($3, $4))"
         );
     }
 
@@ -861,7 +855,7 @@ mod tests {
         assert_eq!(tuples(Marks::Anonymous, 2, 3), "(?, ?, ?), (?, ?, ?)");
         assert_eq!(
             any_key(Marks::Anonymous, &["a", "b"], 2),
-            "(a = ? AND b = ?) OR (a = ? AND b = ?)"
+            "(a, b) IN (VALUES (?, ?), (?, ?))"
         );
     }
 }
