@@ -210,9 +210,10 @@ impl FromRequestParts<AppState> for UserSession {
             .authenticate(token_hash, now)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        // No view is read here: a suspension, a lock or a password reset ends the user's
-        // sessions in the transaction of its event, and a session starts only with the events
-        // of a login the user's aggregate accepted, so a valid session is a usable account's.
+        // No view is read here: a suspension, a lock, a password reset or an erasure ends the
+        // user's sessions in the transaction of its event (`UserCommands`), and a session
+        // starts only with the events of a login the user's aggregate accepted, so a valid
+        // session is a usable account's.
         Ok(Self {
             user_id: session.user_id,
             tenant_id: session.tenant_id,
