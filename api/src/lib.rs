@@ -58,6 +58,7 @@ pub fn app(state: AppState) -> Router {
         .route("/users/{id}/erase", post(erasure::erase_user))
         .route("/users/{id}/reactivate", post(users::reactivate_user))
         .route("/users/{id}/unlock", post(users::unlock_user))
+        .route("/users/{id}/logout", post(users::logout_user))
         .route("/users/{id}/password", put(users::set_password))
         .route(
             "/users/{id}/password-management",

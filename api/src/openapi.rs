@@ -14,7 +14,8 @@ use crate::routes::{
     info(title = "keyledger", description = "An event-sourced identity backend."),
     paths(
         users::create_user, users::list_users, users::get_user, users::update_user,
-        users::suspend_user, users::reactivate_user, users::unlock_user, users::set_password,
+        users::suspend_user, users::reactivate_user, users::unlock_user, users::logout_user,
+        users::set_password,
         users::set_password_management, erasure::erase_user,
         auth::login, auth::logout, auth::me, auth::change_password,
         settings::get_lockout, settings::put_lockout, settings::get_password,

@@ -8,8 +8,8 @@ use keyledger_store::{
 use uuid::Uuid;
 
 /// Runs user commands against the log. Whatever side writes a handler asks for, a command
-/// whose events suspend, lock, reset the password of or erase the user also ends every
-/// session of the user, in the transaction of those events: no handler can record such an
+/// whose events suspend, lock, reset the password of, erase or sign out the user also ends
+/// every session of the user, in the transaction of those events: no handler can record such an
 /// event and leave a session alive, and no crash between the two can either. That is what
 /// lets a session be authenticated without reading the account's state.
 #[derive(Clone)]
@@ -48,8 +48,8 @@ impl UserCommands {
     }
 }
 
-/// The sessions that `events` end: a suspension, a lock, a password reset and an erasure end
-/// every session of the user.
+/// The sessions that `events` end: a suspension, a lock, a password reset, an erasure and an
+/// admin's sign-out end every session of the user.
 fn ended_sessions(user_id: Uuid, events: &[UserEvent]) -> Option<SessionChange> {
     events
         .iter()
@@ -58,6 +58,7 @@ fn ended_sessions(user_id: Uuid, events: &[UserEvent]) -> Option<SessionChange> 
             UserEvent::Locked(e) => Some(e.at),
             UserEvent::PasswordReset(e) => Some(e.at),
             UserEvent::Erased(e) => Some(e.at),
+            UserEvent::SessionsEnded(e) => Some(e.at),
             _ => None,
         })
         .map(|at| SessionChange::EndAll { user_id, at })
@@ -68,8 +69,8 @@ mod tests {
     use chrono::{DateTime, Utc};
     use keyledger_domain::password::HashParams;
     use keyledger_domain::user::{
-        AccountLocked, AccountUnlocked, LockReason, PasswordChanged, PasswordReset, UnlockedBy,
-        UserErased, UserReactivated, UserSuspended,
+        AccountLocked, AccountUnlocked, LockReason, PasswordChanged, PasswordReset, SessionsEnded,
+        UnlockedBy, UserErased, UserReactivated, UserSuspended,
     };
 
     use super::*;
@@ -88,7 +89,7 @@ mod tests {
     }
 
     #[test]
-    fn a_suspension_a_lock_a_reset_and_an_erasure_end_every_session() {
+    fn a_suspension_a_lock_a_reset_an_erasure_and_a_sign_out_end_every_session() {
         let user_id = Uuid::from_u128(7);
         let ending = [
             UserEvent::Suspended(UserSuspended { at: at() }),
@@ -105,6 +106,7 @@ mod tests {
                 at: at(),
             }),
             UserEvent::Erased(UserErased { at: at() }),
+            UserEvent::SessionsEnded(SessionsEnded { at: at() }),
         ];
         for event in ending {
             assert_eq!(

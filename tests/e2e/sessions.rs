@@ -10,6 +10,7 @@ use crate::{BIN, Backend, GOOD_PASSWORD, TestApp, app, on_both_backends};
 on_both_backends!(
     locking_an_account_ends_its_sessions,
     a_password_change_ends_the_other_sessions_when_asked,
+    an_admin_signs_a_user_out_everywhere,
     a_session_ends_after_idling_and_at_its_absolute_limit,
     the_recorded_ip_is_the_socket_peer_not_a_forwarded_header,
     an_unknown_user_costs_one_password_verification_like_a_known_one,
@@ -126,6 +127,62 @@ async fn a_password_change_ends_the_other_sessions_when_asked(backend: Backend) 
         app.login("grace", "flow-matic-univac-1955").await.status,
         StatusCode::OK
     );
+}
+
+/// ASVS 5.0 7.4.5: an admin ends every session of one user, and the log says who did it; the
+/// account stays usable and other users keep their sessions.
+async fn an_admin_signs_a_user_out_everywhere(backend: Backend) {
+    let app = app(backend).await;
+    let created = app.create_user("ada", Some(GOOD_PASSWORD)).await;
+    let id = created.json()["user"]["id"].as_str().unwrap().to_owned();
+    app.create_user("linus", Some(GOOD_PASSWORD)).await;
+    let (laptop, phone) = (token(&app, "ada").await, token(&app, "ada").await);
+    let other = token(&app, "linus").await;
+
+    let ended = app
+        .admin(Method::POST, &format!("/api/v1/users/{id}/logout"), None)
+        .await;
+    assert_eq!(ended.status, StatusCode::OK, "{}", ended.text());
+    assert_eq!(ended.json()["user"]["status"], "active");
+    assert_eq!(me(&app, &laptop).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &phone).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &other).await, StatusCode::OK);
+    let again = token(&app, "ada").await;
+    assert_eq!(me(&app, &again).await, StatusCode::OK);
+
+    let timeline = app
+        .admin_read(&format!("/api/v1/users/{id}/timeline"), ended.position())
+        .await;
+    let items = timeline.json();
+    let signed_out: Vec<&Value> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["type"] == "user.sessions.ended")
+        .collect();
+    assert_eq!(signed_out.len(), 1, "{}", timeline.text());
+    assert_eq!(signed_out[0]["actor"], "admin");
+
+    let missing = app
+        .admin(
+            Method::POST,
+            &format!("/api/v1/users/{}/logout", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    let anonymous = app
+        .request(
+            Method::POST,
+            &format!("/api/v1/users/{id}/logout"),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(me(&app, &again).await, StatusCode::OK);
+    app.assert_rebuilt_views_match().await;
 }
 
 async fn a_session_ends_after_idling_and_at_its_absolute_limit(backend: Backend) {

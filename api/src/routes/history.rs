@@ -41,7 +41,8 @@ pub async fn user_as_of(state: &AppState, id: Uuid, as_of: &str) -> Result<UserB
 }
 
 /// Whether an event belongs on a user's authentication timeline: login attempts, locks,
-/// unlocks, password and factor changes, suspension, and the erasure that ends it.
+/// unlocks, password and factor changes, suspension, sign-outs by an admin, and the erasure that
+/// ends it.
 pub fn is_authentication_event(event_type: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "user.login.",
@@ -50,6 +51,7 @@ pub fn is_authentication_event(event_type: &str) -> bool {
         "user.password",
         "user.suspended",
         "user.reactivated",
+        "user.sessions.",
         "user.mfa",
         "user.factor",
         "user.totp",

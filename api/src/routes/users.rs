@@ -511,6 +511,23 @@ pub async fn reactivate_user(
     .await
 }
 
+/// Signs the user out everywhere: every session ends, in the transaction of the
+/// `user.sessions.ended` event that records who did it. The account stays usable.
+#[utoipa::path(post, path = "/api/v1/users/{id}/logout", params(("id" = Uuid, Path, description = "The user id")),
+    responses((status = 200, body = UserWritten), (status = 404), (status = 410)),
+    security(("admin" = [])), tag = "users")]
+pub async fn logout_user(
+    admin: Admin,
+    request: RequestContext,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<UserWritten>, ApiError> {
+    admin_command(&state, admin, &request, id, |at| UserCommand::EndSessions {
+        at,
+    })
+    .await
+}
+
 #[utoipa::path(post, path = "/api/v1/users/{id}/unlock", params(("id" = Uuid, Path, description = "The user id")),
     responses((status = 200, body = UserWritten), (status = 404)),
     security(("admin" = [])), tag = "users")]

@@ -12,8 +12,8 @@ use super::events::{
     AccountLocked, AccountUnlocked, FirstFactorPassed, LockReason, LoginFailed, LoginFailureReason,
     LoginMethod, LoginSucceeded, MfaFailed, MfaRequirementChanged, PasswordChangeBy,
     PasswordChanged, PasswordManagementChanged, PasswordRehashed, PasswordRejected, PasswordReset,
-    PasswordResetRequested, PasswordSet, ProfileUpdated, UnlockedBy, UserCreated, UserErased,
-    UserEvent, UserReactivated, UserSuspended,
+    PasswordResetRequested, PasswordSet, ProfileUpdated, SessionsEnded, UnlockedBy, UserCreated,
+    UserErased, UserEvent, UserReactivated, UserSuspended,
 };
 use super::second_factor::{SecondFactors, WebauthnCredential};
 use crate::lockout::{LockoutPolicy, MAX_FAILURES_LIMIT};
@@ -433,6 +433,12 @@ impl Aggregate for User {
                         .await;
                 }
             }
+            UserCommand::EndSessions { at } => {
+                // Recorded even when no session is live: the log cannot know, and the admin's
+                // action is what auditors look for.
+                sink.write(UserEvent::SessionsEnded(SessionsEnded { at }), self)
+                    .await;
+            }
             UserCommand::Reactivate { at } => {
                 if self.suspended {
                     sink.write(UserEvent::Reactivated(UserReactivated { at }), self)
@@ -766,7 +772,9 @@ impl Aggregate for User {
             | UserEvent::TotpUsed(_)
             | UserEvent::MfaRequirementChanged(_)
             | UserEvent::MfaFailed(_)
-            | UserEvent::PasswordResetRequested(_) => {}
+            | UserEvent::PasswordResetRequested(_)
+            // Sessions are state beside the log, not the aggregate's.
+            | UserEvent::SessionsEnded(_) => {}
         }
     }
 }

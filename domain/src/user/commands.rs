@@ -50,6 +50,10 @@ pub enum UserCommand {
     Suspend {
         at: DateTime<Utc>,
     },
+    /// An admin signs the user out everywhere: every session of the user ends.
+    EndSessions {
+        at: DateTime<Utc>,
+    },
     Reactivate {
         at: DateTime<Utc>,
     },

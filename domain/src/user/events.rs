@@ -18,6 +18,9 @@ pub enum UserEvent {
     Suspended(UserSuspended),
     #[serde(rename = "user.reactivated")]
     Reactivated(UserReactivated),
+    /// An admin ended every session of the user; the account stays usable.
+    #[serde(rename = "user.sessions.ended")]
+    SessionsEnded(SessionsEnded),
     /// Set by an admin (also the initial password given at creation).
     #[serde(rename = "user.password.set")]
     PasswordSet(PasswordSet),
@@ -255,6 +258,11 @@ pub struct UserReactivated {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct SessionsEnded {
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PasswordSet {
     /// How the hash kept beside the log was made; the hash itself never enters the log.
     pub hash: HashParams,
@@ -380,6 +388,7 @@ impl cqrs_es::DomainEvent for UserEvent {
             Self::ProfileUpdated(_) => "user.profile.updated",
             Self::Suspended(_) => "user.suspended",
             Self::Reactivated(_) => "user.reactivated",
+            Self::SessionsEnded(_) => "user.sessions.ended",
             Self::PasswordSet(_) => "user.password.set",
             Self::PasswordChanged(_) => "user.password.changed",
             Self::PasswordRejected(_) => "user.password.rejected",

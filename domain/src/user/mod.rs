@@ -19,8 +19,8 @@ pub use events::{
     LoginMethod, LoginSucceeded, MfaFailed, MfaFailureReason, MfaMethod, MfaRequirementChanged,
     NewCredential, PasswordChangeBy, PasswordChanged, PasswordManagementChanged, PasswordRehashed,
     PasswordRejected, PasswordReset, PasswordResetRequested, PasswordSet, ProfileUpdated,
-    TotpAdded, TotpRemoved, TotpUsed, UnlockedBy, UserCreated, UserErased, UserEvent,
-    UserReactivated, UserSuspended, WebauthnRegistered, WebauthnRemoved, WebauthnRenamed,
-    WebauthnUsed,
+    SessionsEnded, TotpAdded, TotpRemoved, TotpUsed, UnlockedBy, UserCreated, UserErased,
+    UserEvent, UserReactivated, UserSuspended, WebauthnRegistered, WebauthnRemoved,
+    WebauthnRenamed, WebauthnUsed,
 };
 pub use second_factor::{SecondFactors, TotpState, WebauthnCredential};

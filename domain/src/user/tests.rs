@@ -253,6 +253,7 @@ fn commands_on_a_missing_user_are_refused() {
         },
         UserCommand::Suspend { at: at(1) },
         UserCommand::Reactivate { at: at(1) },
+        UserCommand::EndSessions { at: at(1) },
         set_password("correct horse battery staple", 1),
         change_password(true, "correct horse battery staple", 1),
         UserCommand::SetPasswordManagement {
@@ -375,6 +376,36 @@ fn an_erased_user_keeps_no_personal_data_in_the_aggregate() {
     assert!(user.is_erased());
     let state = serde_json::to_string(&user).unwrap();
     assert!(!state.contains("alice"), "{state}");
+}
+
+// Signing out everywhere.
+
+#[test]
+fn an_admin_signing_a_user_out_everywhere_is_recorded_even_twice() {
+    Given::with(())
+        .given(vec![
+            created(),
+            UserEvent::SessionsEnded(SessionsEnded { at: at(1) }),
+        ])
+        .when(UserCommand::EndSessions { at: at(2) })
+        .then_expect_events(vec![UserEvent::SessionsEnded(SessionsEnded { at: at(2) })]);
+}
+
+#[test]
+fn an_erased_user_cannot_be_signed_out() {
+    Given::with(())
+        .given(vec![created(), UserEvent::Erased(UserErased { at: at(1) })])
+        .when(UserCommand::EndSessions { at: at(2) })
+        .then_expect_error(UserError::Erased);
+}
+
+#[test]
+fn a_signed_out_user_can_log_in_again() {
+    let mut user = User::default();
+    user.apply(created());
+    user.apply(UserEvent::SessionsEnded(SessionsEnded { at: at(1) }));
+    assert!(!user.is_suspended());
+    assert!(!user.is_locked_at(at(2)));
 }
 
 // Suspension.

@@ -252,7 +252,8 @@ pub fn fold(row: &mut Option<UserRow>, event: &UserEvent, position: u64) {
         | UserEvent::TotpUsed(_)
         | UserEvent::MfaRequirementChanged(_)
         | UserEvent::MfaFailed(_)
-        | UserEvent::PasswordResetRequested(_) => {}
+        | UserEvent::PasswordResetRequested(_)
+        | UserEvent::SessionsEnded(_) => {}
     }
 }
 
