@@ -675,6 +675,28 @@ mod tests {
         .unwrap();
     }
 
+    /// A log on a fresh SQLite file, with every view's tables.
+    async fn fresh_log() -> EventLog {
+        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
+            .await
+            .unwrap();
+        migrate_all(&log).await.unwrap();
+        log
+    }
+
+    /// `thing.happened` events numbered `ns`, each in a stream of its own.
+    async fn append_things(log: &EventLog, ns: std::ops::Range<i64>) {
+        for n in ns {
+            append(
+                log,
+                "thing",
+                "thing.happened",
+                serde_json::json!({ "n": n }),
+            )
+            .await;
+        }
+    }
+
     /// A row of the audit view: (rowid, position, type, outcome, reason).
     type AuditRow = (i64, i64, String, Option<String>, Option<String>);
 
@@ -697,19 +719,8 @@ mod tests {
     /// deleted and inserted again).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rebuild_on_sqlite_rewrites_only_the_rows_that_differ() {
-        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
-            .await
-            .unwrap();
-        migrate_all(&log).await.unwrap();
-        for n in 0..6 {
-            append(
-                &log,
-                "thing",
-                "thing.happened",
-                serde_json::json!({ "n": n }),
-            )
-            .await;
-        }
+        let log = fresh_log().await;
+        append_things(&log, 0..6).await;
         assert_eq!(rebuild(&log, Some("audit"), |_, _| {}).await.unwrap(), 6);
         {
             // Rowids that copying the rows again would not give them back.
@@ -756,29 +767,10 @@ mod tests {
     /// a row changed behind the view's back still is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_comparison_is_made_at_the_live_views_position_not_the_head() {
-        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
-            .await
-            .unwrap();
-        migrate_all(&log).await.unwrap();
-        for n in 0..3 {
-            append(
-                &log,
-                "thing",
-                "thing.happened",
-                serde_json::json!({ "n": n }),
-            )
-            .await;
-        }
+        let log = fresh_log().await;
+        append_things(&log, 0..3).await;
         assert_eq!(rebuild(&log, Some("audit"), |_, _| {}).await.unwrap(), 3);
-        for n in 3..5 {
-            append(
-                &log,
-                "thing",
-                "thing.happened",
-                serde_json::json!({ "n": n }),
-            )
-            .await;
-        }
+        append_things(&log, 3..5).await;
 
         let compared = compare(&log, Some("audit"), |_, _| {}).await.unwrap();
         assert_eq!(compared.len(), 1);
@@ -813,20 +805,15 @@ mod tests {
         use cqrs_es::DomainEvent;
         use keyledger_domain::user::{TotpAdded, UserEvent};
 
-        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
-            .await
-            .unwrap();
-        migrate_all(&log).await.unwrap();
+        let log = fresh_log().await;
         let totp = UserEvent::TotpAdded(TotpAdded {
             step: 1,
             at: Utc::now(),
         });
         let payload = serde_json::to_value(&totp).unwrap()["data"].clone();
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 1})).await;
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 2})).await;
+        append_things(&log, 1..3).await;
         append(&log, "user", &totp.event_type(), payload).await;
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 4})).await;
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 5})).await;
+        append_things(&log, 4..6).await;
         let mut conn = log.database().pool().acquire().await.unwrap();
         sqlx::query("UPDATE events SET event_id = 'damaged' WHERE position = 2")
             .execute(&mut *conn)
@@ -850,12 +837,8 @@ mod tests {
     /// the event.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rebuild_that_cannot_fold_an_event_swaps_nothing_in() {
-        let log = EventLog::open(Database::connect(&fresh_sqlite_url()).await.unwrap())
-            .await
-            .unwrap();
-        migrate_all(&log).await.unwrap();
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 1})).await;
-        append(&log, "thing", "thing.happened", serde_json::json!({"n": 2})).await;
+        let log = fresh_log().await;
+        append_things(&log, 1..3).await;
         assert_eq!(rebuild(&log, None, |_, _| {}).await.unwrap(), 2);
         // The audit view folds any event; the users view cannot read this one.
         append(&log, "user", "user.unlocked", serde_json::json!({"by": 7})).await;
