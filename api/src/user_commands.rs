@@ -1,7 +1,7 @@
 //! The user aggregate's commands, run so that an event that ends a user's sessions ends them
 //! with it.
 
-use keyledger_domain::user::{User, UserEvent};
+use keyledger_domain::user::{User, UserCommand, UserError, UserEvent};
 use keyledger_store::{
     CommandContext, CommandExecutor, EventLog, ExecuteError, Executed, SessionChange, SideWrites,
 };
@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 /// Runs user commands against the log. Whatever side writes a handler asks for, a command
 /// whose events suspend, lock, reset the password of, erase or sign out the user also ends
-/// every session of the user, in the transaction of those events: no handler can record such an
-/// event and leave a session alive, and no crash between the two can either. That is what
+/// every session of the user, in the transaction of those events: no handler can record such
+/// an event and leave a session alive, and no crash between the two can either. That is what
 /// lets a session be authenticated without reading the account's state.
 #[derive(Clone)]
 pub struct UserCommands(CommandExecutor<User>);
@@ -21,10 +21,7 @@ impl UserCommands {
     }
 
     /// The user as the log has it, and its stream version.
-    pub async fn load(
-        &self,
-        id: &str,
-    ) -> Result<(User, u64), ExecuteError<keyledger_domain::user::UserError>> {
+    pub async fn load(&self, id: &str) -> Result<(User, u64), ExecuteError<UserError>> {
         self.0.load(id).await
     }
 
@@ -33,11 +30,11 @@ impl UserCommands {
     pub async fn execute(
         &self,
         id: &str,
-        command: keyledger_domain::user::UserCommand,
+        command: UserCommand,
         services: &(),
         ctx: &CommandContext,
         side_writes: impl Fn(&User, &User, &[UserEvent]) -> SideWrites,
-    ) -> Result<Executed<User>, ExecuteError<keyledger_domain::user::UserError>> {
+    ) -> Result<Executed<User>, ExecuteError<UserError>> {
         self.0
             .execute(id, command, services, ctx, |before, after, events| {
                 let mut side = side_writes(before, after, events);

@@ -127,8 +127,9 @@ pub enum SessionChange {
     /// A login's session: no session exists without its recorded login.
     Start(NewSession),
     /// Every unrevoked session of the user ends at `at`: a suspension, a lock, a password
-    /// reset or an erasure. In the events' transaction, no crash between the event and the revocation can
-    /// leave a session alive, to outlive a later reactivation or unlock.
+    /// reset, an erasure, an admin's sign-out. In the events' transaction, no crash between
+    /// the event and the revocation can leave a session alive, to outlive a later
+    /// reactivation or unlock.
     EndAll { user_id: Uuid, at: DateTime<Utc> },
     /// Every unrevoked session of the user but the one whose token hashes to `kept` ends at
     /// `at`: a password change by a user who asked to sign out everywhere else.

@@ -2,8 +2,9 @@
 //!
 //! A session is short-lived state, not history: it lives in a table, not in the log (the log
 //! records the login itself). A login's session is started, and the sessions that a
-//! suspension, a lock, a password change or reset or an erasure end are revoked, by the log's
-//! writer in the transaction of the events that cause it ([`crate::AppendRequest::sessions`]). Tokens are never stored, only their SHA-256, so a copy
+//! suspension, a lock, a password change or reset, an erasure or an admin's sign-out end are
+//! revoked, by the log's writer in the transaction of the events that cause it
+//! ([`crate::AppendRequest::sessions`]). Tokens are never stored, only their SHA-256, so a copy
 //! of the table cannot be replayed as cookies.
 //!
 //! A session is valid while it is not revoked and `now` is before both its idle expiry and
