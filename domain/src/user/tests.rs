@@ -400,12 +400,13 @@ fn an_erased_user_cannot_be_signed_out() {
 }
 
 #[test]
-fn a_signed_out_user_can_log_in_again() {
-    let mut user = User::default();
-    user.apply(created());
-    user.apply(UserEvent::SessionsEnded(SessionsEnded { at: at(1) }));
-    assert!(!user.is_suspended());
-    assert!(!user.is_locked_at(at(2)));
+fn a_signed_out_user_logs_in_again_with_the_right_password() {
+    let mut history = active_user();
+    history.push(UserEvent::SessionsEnded(SessionsEnded { at: at(1) }));
+    Given::with(())
+        .given(history)
+        .when(login(1, true, 2))
+        .then_expect_events(vec![succeeded(1, 2)]);
 }
 
 // Suspension.
